@@ -1,0 +1,16 @@
+"""Device registry, MQTT credentials, liveness and outages, alerts, availability reports."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from pantau.context import ServiceContext
+from pantau.supervisor import Worker
+
+
+def workers(ctx: ServiceContext) -> list[Worker]:
+    return []
+
+
+def routers() -> list[APIRouter]:
+    return []

@@ -1,0 +1,194 @@
+"""The `pantau` command. Each domain adds its own sub-commands; errors are one line, no traceback,
+exit code 2 for bad input or an unreachable dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import orjson
+import typer
+
+from pantau import __version__, logs
+from pantau.errors import PantauError
+from pantau.settings import Settings, load_settings, render_toml
+
+WIB = ZoneInfo("Asia/Jakarta")
+
+app = typer.Typer(
+    name="pantau",
+    help="Pantau: telemetry ingestion for the smart-city command center.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema: migrations and their status.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config file (default: ./pantau.toml, or $PANTAU_CONFIG)",
+        show_default=False,
+    ),
+]
+
+
+class _State:
+    config: Path | None = None
+
+
+_state = _State()
+
+
+@app.callback()
+def _root(
+    config: ConfigOption = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+) -> None:
+    if version:
+        typer.echo(f"pantau {__version__}")
+        raise typer.Exit()
+    _state.config = config
+
+
+def _settings(configure_logs: bool = True) -> Settings:
+    settings = load_settings(_state.config)
+    if configure_logs:
+        logs.configure(settings.log.level, settings.log.format)
+    return settings
+
+
+@config_app.command("check")
+def config_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML")] = False,
+) -> None:
+    """Print the effective configuration (secrets redacted), or what is wrong with it."""
+    settings = _settings(configure_logs=False)
+    data = settings.redacted()
+    if as_json:
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(render_toml(data), nl=False)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (safe to re-run, and when several instances start at once)."""
+    settings = _settings()
+
+    async def go() -> list[str]:
+        from pantau import db, migrate
+
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            applied = await migrate.migrate(conn, settings.storage.backend)
+            flavor = await migrate.current_flavor(conn)
+        typer.echo(f"storage flavor: {flavor}")
+        return [f"{m.version:04d}_{m.name}" for m in applied]
+
+    applied = asyncio.run(go())
+    typer.echo(
+        f"applied: {', '.join(applied)}" if applied else "nothing to apply: schema is current"
+    )
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """List every migration, whether and when (WIB) it was applied."""
+    settings = _settings()
+
+    async def go() -> list[tuple[str, str, str, str]]:
+        from pantau import db, migrate
+
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            rows = await migrate.status(conn)
+        out = []
+        for r in rows:
+            when = (
+                r.applied_at.astimezone(WIB).strftime("%Y-%m-%d %H:%M:%S WIB")
+                if r.applied_at
+                else "pending"
+            )
+            note = " (file changed since applied!)" if r.changed else ""
+            out.append((f"{r.version:04d}", r.name, r.flavor or "-", when + note))
+        return out
+
+    rows = asyncio.run(go())
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_STATUS_HEADER)]
+    for row in [_STATUS_HEADER, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    pending = sum(1 for r in rows if r[3] == "pending")
+    typer.echo(f"{pending} pending" if pending else "schema is current")
+
+
+_STATUS_HEADER = ("version", "name", "flavor", "applied")
+
+
+@app.command("run")
+def run() -> None:
+    """Run the service against the configured PostgreSQL and MQTT broker."""
+    settings = _settings()
+    from pantau import service
+
+    asyncio.run(service.run(settings))
+
+
+@app.command("dev")
+def dev() -> None:
+    """Run the embedded default: Pantau with its own PostgreSQL and Mosquitto under var/."""
+    settings = _settings()
+    from pantau import service
+    from pantau.dev import DevStack
+    from pantau.embedded import free_port, port_is_free
+
+    stack = DevStack(settings.embedded)
+    typer.echo(
+        ("Reusing" if stack.reused else "Creating")
+        + f" the embedded PostgreSQL and Mosquitto in {stack.var_dir} ..."
+    )
+    with stack:
+        effective = stack.apply(settings)
+        if effective.http.port and not port_is_free(effective.http.port, effective.http.host):
+            port = free_port(effective.http.host)
+            typer.echo(f"HTTP port {effective.http.port} is taken; using {port} instead")
+            effective = effective.model_copy(
+                update={"http": effective.http.model_copy(update={"port": port})}
+            )
+
+        def banner(started: service.Started) -> None:
+            url = started.http_url
+            pg = stack.postgres
+            lines = [
+                "",
+                f"Pantau {__version__} is running (embedded stack in {stack.var_dir})",
+                f"  API docs     {url}/docs",
+                f"  Readiness    {url}/readyz",
+                f"  Metrics      {url}/metrics",
+                f"  PostgreSQL   psql '{pg.dsn()}'",
+                f"  MQTT broker  mosquitto_sub -h 127.0.0.1 -p {stack.mosquitto.port} -t '#' -v",
+                f"  Logs         {stack.var_dir / 'log'} and {stack.mosquitto.log_file}",
+                "Press Ctrl-C to stop.",
+                "",
+            ]
+            typer.echo("\n".join(lines))
+
+        asyncio.run(service.run(effective, on_started=banner))
+    typer.echo("Pantau stopped; data kept in " + str(stack.var_dir))
+
+
+def main() -> None:
+    try:
+        app()
+    except PantauError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,106 @@
+"""`pantau dev`: the embedded default. PostgreSQL and Mosquitto of our own under `var/`, on free
+ports remembered between runs, then the service pointed at them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from pantau.embedded import MosquittoBroker, PostgresCluster, free_port, port_is_free
+from pantau.settings import EmbeddedSettings, Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ports:
+    postgres: int
+    mqtt: int
+
+
+class DevStack:
+    """Starts the embedded PostgreSQL and Mosquitto in order, and stops them in reverse."""
+
+    def __init__(self, settings: EmbeddedSettings) -> None:
+        self.var_dir = settings.var_dir.absolute()
+        self._state_file = self.var_dir / "ports.json"
+        ports = self._choose_ports()
+        self.postgres = PostgresCluster(
+            self.var_dir / "pg",
+            self.var_dir / "run",
+            self.var_dir / "log" / "postgresql.log",
+            port=ports.postgres,
+            bin_dir=settings.postgres_bin_dir,
+        )
+        self.mosquitto = MosquittoBroker(
+            self.var_dir / "mosquitto", port=ports.mqtt, binary=settings.mosquitto_bin
+        )
+        self.reused = self.postgres.initialized
+
+    def __enter__(self) -> Self:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        self.var_dir.chmod(0o755)  # the postgres and mosquitto users must reach their dirs
+        self._state_file.write_text(
+            json.dumps({"postgres": self.postgres.port, "mqtt": self.mosquitto.port}) + "\n"
+        )
+        self.postgres.start()
+        try:
+            self.mosquitto.start()
+        except BaseException:
+            self.postgres.stop()
+            raise
+        log.info(
+            "embedded stack up in %s: PostgreSQL on port %d, Mosquitto on port %d",
+            self.var_dir,
+            self.postgres.port,
+            self.mosquitto.port,
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.mosquitto.stop()
+        finally:
+            self.postgres.stop()
+        log.info("embedded stack stopped")
+
+    def apply(self, settings: Settings) -> Settings:
+        """The settings with the database and the broker pointed at this stack."""
+        return settings.model_copy(
+            update={
+                "database": settings.database.model_copy(update={"url": self.postgres.dsn()}),
+                "mqtt": settings.mqtt.model_copy(
+                    update={"host": "127.0.0.1", "port": self.mosquitto.port}
+                ),
+            }
+        )
+
+    def _choose_ports(self) -> Ports:
+        """The ports of the last run when still free, so clients configured then keep working."""
+        previous: dict[str, int] = {}
+        if self._state_file.is_file():
+            try:
+                previous = json.loads(self._state_file.read_text())
+            except (OSError, ValueError):
+                log.warning("ignoring unreadable %s", self._state_file)
+        return Ports(
+            postgres=_reuse_or_free(previous.get("postgres"), Path(self.var_dir / "pg")),
+            mqtt=_reuse_or_free(previous.get("mqtt"), None),
+        )
+
+
+def _reuse_or_free(port: object, data_dir: Path | None) -> int:
+    # Our own PostgreSQL left running by a killed run holds its port; it is restarted there.
+    left_running = data_dir is not None and (data_dir / "postmaster.pid").exists()
+    if isinstance(port, int) and 1024 < port < 65536 and (left_running or port_is_free(port)):
+        return port
+    return free_port()

@@ -1,0 +1,103 @@
+"""The one HTTP port: health, readiness, Prometheus metrics, OpenAPI docs and each domain's
+routes; served by uvicorn inside the supervisor's TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator, Sequence
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
+
+from pantau import __version__
+from pantau.errors import ConfigError
+from pantau.health import Readiness
+from pantau.settings import HttpSettings
+from pantau.supervisor import Worker
+
+
+class Liveness(BaseModel):
+    status: str
+
+
+class ReadinessReport(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+def build_app(
+    registry: CollectorRegistry, readiness: Readiness, routers: Sequence[APIRouter] = ()
+) -> FastAPI:
+    app = FastAPI(
+        title="Pantau",
+        version=__version__,
+        description="Telemetry ingestion for the smart-city command center",
+    )
+
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    async def healthz() -> Liveness:
+        return Liveness(status="alive")
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Database and broker reachable, migrations current",
+        response_model=ReadinessReport,
+        responses={503: {"model": ReadinessReport, "description": "not ready; `checks` says why"}},
+    )
+    async def readyz() -> JSONResponse:
+        ready, checks = await readiness.evaluate()
+        report = ReadinessReport(status="ready" if ready else "not ready", checks=checks)
+        return JSONResponse(report.model_dump(), status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def bind(settings: HttpSettings) -> socket.socket:
+    """Bind the HTTP port up front so a taken port is a clear error at start, not a retry loop."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"http.port = {settings.port} on {settings.host} cannot be used ({exc.strerror}); "
+            "expected a free port: set PANTAU_HTTP__PORT or [http] port"
+        ) from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the service owns SIGINT/SIGTERM and stops us through `should_exit`
+
+
+def http_worker(app: FastAPI, sock: socket.socket) -> Worker:
+    async def run(stop: asyncio.Event) -> None:
+        config = uvicorn.Config(app, log_config=None, lifespan="off", timeout_graceful_shutdown=5)
+        server = _Server(config)
+        async with asyncio.TaskGroup() as group:
+            # uvicorn closes the sockets it serves; a dup keeps the port bound across restarts.
+            serving = group.create_task(server.serve(sockets=[sock.dup()]))
+            stopping = group.create_task(stop.wait())
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            server.should_exit = True
+            stopping.cancel()
+
+    return Worker("http", run)

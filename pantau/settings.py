@@ -1,0 +1,278 @@
+"""Settings: read once from `pantau.toml` and `PANTAU_*` environment variables, loud on bad values.
+
+Precedence, highest first: environment (`PANTAU_SECTION__KEY`), the TOML file, the defaults below.
+The TOML file is `pantau.toml` in the working directory, or the path in `PANTAU_CONFIG` / the
+`--config` option. Unknown keys, in the file or in the environment, are errors: a typo must not
+silently fall back to a default on a production box.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pantau.errors import ConfigError
+
+ENV_PREFIX = "PANTAU_"
+ENV_NESTED = "__"
+CONFIG_ENV = "PANTAU_CONFIG"
+DEFAULT_CONFIG_FILE = Path("pantau.toml")
+_SECRET_WORDS = ("password", "secret", "token")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(
+        "postgresql://pantau@localhost:5432/pantau",
+        description="libpq connection URI or key=value string of the PostgreSQL/TimescaleDB "
+        "database (`pantau dev` points it at its embedded cluster)",
+    )
+    pool_min_size: int = Field(2, ge=1, description="connections kept open")
+    pool_max_size: int = Field(10, ge=1, description="most connections opened at once")
+    connect_timeout_seconds: float = Field(
+        5.0, gt=0, description="how long to wait for the database at start and per connection"
+    )
+    migrate_on_start: bool = Field(
+        True, description="apply pending migrations when the service starts"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _parse_url(cls, value: str) -> str:
+        try:
+            conninfo_to_dict(value)
+        except Exception as exc:
+            raise ValueError(f"expected a libpq connection string or URI ({exc})") from exc
+        return value
+
+    def redacted_url(self) -> str:
+        """The URL with its password replaced, for logs and `pantau config check`."""
+        params = conninfo_to_dict(self.url)
+        if not params.get("password"):
+            return self.url
+        params["password"] = "********"  # noqa: S105 - the mask, not a password
+        return make_conninfo("", **params)
+
+
+class MqttSettings(_Section):
+    host: str = Field("localhost", description="MQTT broker host")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT broker port")
+    username: str | None = Field(None, description="MQTT username, if the broker requires one")
+    password: SecretStr | None = Field(None, description="MQTT password (never logged)")
+    client_id: str = Field("pantau", min_length=1, description="MQTT client id prefix")
+    keepalive_seconds: int = Field(30, ge=5, description="MQTT keepalive")
+
+
+class HttpSettings(_Section):
+    host: str = Field("127.0.0.1", description="address the HTTP API and /metrics listen on")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 = any free port)")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR"
+    )
+    format: Literal["auto", "json", "text"] = Field(
+        "auto", description="json, text, or auto (text on a terminal, JSON otherwise)"
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class StorageSettings(_Section):
+    backend: Literal["auto", "timescale", "plain"] = Field(
+        "auto",
+        description="timescale, plain, or auto (TimescaleDB when the extension can be created)",
+    )
+    retention_days: int = Field(365, ge=1, description="raw readings older than this are dropped")
+    partitions_ahead_days: int = Field(
+        3, ge=1, description="plain PostgreSQL: daily partitions created ahead of today"
+    )
+    partitions_behind_days: int = Field(
+        7, ge=0, description="plain PostgreSQL: daily partitions kept ready behind today"
+    )
+    rollup_refresh_seconds: float = Field(
+        60.0, gt=0, description="plain PostgreSQL: how often the 1 min / 1 h rollups are refreshed"
+    )
+    rollup_lookback_minutes: int = Field(
+        15, ge=2, description="plain PostgreSQL: how far back each refresh recomputes rollups"
+    )
+    maintenance_interval_seconds: float = Field(
+        3600.0, gt=0, description="plain PostgreSQL: how often partitions are created and dropped"
+    )
+
+
+class ServiceSettings(_Section):
+    shutdown_timeout_seconds: float = Field(
+        10.0, gt=0, description="how long workers may drain on SIGTERM/SIGINT"
+    )
+    restart_backoff_initial_seconds: float = Field(
+        0.5, gt=0, description="first delay before a failed worker is restarted"
+    )
+    restart_backoff_max_seconds: float = Field(
+        30.0, gt=0, description="longest delay between restarts of a failing worker"
+    )
+
+
+class EmbeddedSettings(_Section):
+    var_dir: Path = Field(
+        Path("var"), description="`pantau dev`: where its PostgreSQL and Mosquitto keep their data"
+    )
+    postgres_bin_dir: Path | None = Field(
+        None,
+        description="`pantau dev`: PostgreSQL binaries (default: newest /usr/lib/postgresql/*)",
+    )
+    mosquitto_bin: str = Field("mosquitto", description="`pantau dev`: the Mosquitto 2 binary")
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one Pantau process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    mqtt: MqttSettings = MqttSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+    storage: StorageSettings = StorageSettings()
+    service: ServiceSettings = ServiceSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values; the environment overrides it.
+        return (env_settings, init_settings)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets replaced."""
+        data = self.model_dump(mode="json")
+        data["database"]["url"] = self.database.redacted_url()
+        return data
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read the settings once; raise ConfigError naming the key, the value and what was expected."""
+    env = os.environ
+    path, explicit = _config_path(config_file, env)
+    file_data = _read_toml(path, explicit)
+    _check_env_keys(env)
+    try:
+        return Settings(**file_data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path if file_data else None, env)) from None
+
+
+def render_toml(data: Mapping[str, Any]) -> str:
+    """Render two-level settings as TOML, the same shape `pantau.toml` takes."""
+    lines: list[str] = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(
+                f"# {key} = (not set)" if value is None else f"{key} = {_toml_value(value)}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _config_path(config_file: Path | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    if config_file is not None:
+        return config_file, True
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]), True
+    return DEFAULT_CONFIG_FILE, False
+
+
+def _read_toml(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+
+
+def _check_env_keys(env: Mapping[str, str]) -> None:
+    for name in env:
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split(ENV_NESTED)
+        section = Settings.model_fields.get(parts[0])
+        section_type = section.annotation if section else None
+        if (
+            len(parts) != 2
+            or not isinstance(section_type, type)
+            or parts[1] not in getattr(section_type, "model_fields", {})
+        ):
+            known = _known_env_names()
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(
+                f"unknown setting {name}: {hint}expected PANTAU_<SECTION>__<KEY> for a key listed "
+                "by `pantau config check`"
+            )
+
+
+def _known_env_names() -> list[str]:
+    names = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        for key in getattr(model, "model_fields", {}):
+            names.append(f"{ENV_PREFIX}{section.upper()}{ENV_NESTED}{key.upper()}")
+    return names
+
+
+def _describe(exc: ValidationError, path: Path | None, env: Mapping[str, str]) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        env_name = ENV_PREFIX + ENV_NESTED.join(str(p) for p in err["loc"]).upper()
+        source = f"environment {env_name}" if env_name in env else str(path or "defaults")
+        secret = any(word in key for word in _SECRET_WORDS)
+        shown = "<hidden>" if secret else repr(err.get("input"))
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown setting (in {source})")
+        else:
+            expected = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{key} = {shown} (in {source}): {expected}")
+    return "invalid configuration:\n  " + "\n  ".join(problems)

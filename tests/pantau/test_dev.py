@@ -1,0 +1,167 @@
+"""`pantau dev` (what `make run` starts) as a user runs it: ready within 30 s, Ctrl-C leaves no
+process behind, the next start reuses the data."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from pantau.embedded import free_port
+
+
+@pytest.fixture
+def var_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="pantau-dev-"))
+    path.chmod(0o755)
+    yield path / "var"
+    # If a test failed half-way, do not leave its PostgreSQL running.
+    pg = path / "var" / "pg"
+    if (pg / "postmaster.pid").exists():
+        cmd = ["/usr/lib/postgresql/15/bin/pg_ctl", "stop", "-m", "immediate", "-D", str(pg)]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=False, capture_output=True, cwd="/")
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+def start_dev(var_dir: Path, http_port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pantau", "dev"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=var_dir.parent,
+        env={
+            "PATH": os.environ["PATH"],
+            "PANTAU_EMBEDDED__VAR_DIR": str(var_dir),
+            "PANTAU_HTTP__PORT": str(http_port),
+            "PANTAU_LOG__FORMAT": "text",
+        },
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 30) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"pantau dev exited {proc.returncode}:\n{out}\n{err}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    out, err = proc.communicate()
+    pytest.fail(f"/readyz not ready within {timeout}s:\n{out}\n{err}")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def stack_pids(proc: subprocess.Popen[str], var_dir: Path) -> set[int]:
+    """pantau dev, its children (Mosquitto), and PostgreSQL with its backends."""
+    postmaster = int((var_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    return {proc.pid, postmaster} | descendants(proc.pid) | descendants(postmaster)
+
+
+def dsn(var_dir: Path) -> str:
+    import json
+
+    port = json.loads((var_dir / "ports.json").read_text())["postgres"]
+    return f"postgresql://pantau@/pantau?host={var_dir / 'run'}&port={port}"
+
+
+def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
+    port = free_port()
+    proc = start_dev(var_dir, port)
+    wait_ready(proc, port, timeout=30)
+    pids = stack_pids(proc, var_dir)
+    assert len(pids) >= 4  # pantau, mosquitto, postmaster, PostgreSQL's own workers
+    with psycopg.connect(dsn(var_dir), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO readings VALUES (now(), 'wl-cikarang-01', 'water_level_cm', 87.5)"
+        )
+
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Creating the embedded PostgreSQL" in out
+    assert f"http://127.0.0.1:{port}/readyz" in out
+    assert "Pantau stopped; data kept in" in out
+    left = {pid for pid in pids if alive(pid)}
+    assert not left, f"processes left behind: {left}"
+    assert not (var_dir / "pg" / "postmaster.pid").exists()
+
+    proc = start_dev(var_dir, port)
+    try:
+        wait_ready(proc, port, timeout=30)
+        with psycopg.connect(dsn(var_dir)) as conn:
+            rows = conn.execute("SELECT device_id, value FROM readings").fetchall()
+        assert rows == [("wl-cikarang-01", 87.5)]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Reusing the embedded PostgreSQL" in out
+
+
+def test_dev_recovers_after_kill_9(var_dir: Path) -> None:
+    port = free_port()
+    proc = start_dev(var_dir, port)
+    wait_ready(proc, port)
+    mosquitto = [
+        p for p in descendants(proc.pid) if "mosquitto" in Path(f"/proc/{p}/cmdline").read_text()
+    ]
+    assert mosquitto
+    proc.kill()
+    proc.communicate(timeout=10)
+    # Mosquitto dies with its parent; PostgreSQL (a daemon) is stopped by the next start.
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in mosquitto) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in mosquitto)
+
+    proc = start_dev(var_dir, port)
+    try:
+        wait_ready(proc, port)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "was still running; restarting it" in err
