@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ingest.link import BrokerLink
+from ingest.service import IngestService
 from pantau.context import ServiceContext
 from pantau.supervisor import Worker
 
 
 def workers(ctx: ServiceContext) -> list[Worker]:
-    link = BrokerLink(ctx.settings.mqtt, ctx.registry)
-    ctx.readiness.add("broker", link.check)
-    return [link.worker()]
+    return [IngestService(ctx).worker()]
 
 
 def routers() -> list[APIRouter]:

@@ -79,6 +79,14 @@ def config_check(
         typer.echo(render_toml(data), nl=False)
 
 
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print every setting with its environment variable, default and meaning (Markdown)."""
+    from pantau.settings import reference_table
+
+    typer.echo(reference_table(), nl=False)
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations (safe to re-run, and when several instances start at once)."""

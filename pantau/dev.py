@@ -81,6 +81,7 @@ class DevStack:
                 "mqtt": settings.mqtt.model_copy(
                     update={"host": "127.0.0.1", "port": self.mosquitto.port}
                 ),
+                "ingest": settings.ingest.model_copy(update={"spool_dir": self.var_dir / "spool"}),
             }
         )
 

@@ -202,14 +202,21 @@ class PostgresCluster:
         try:
             argv = [
                 str(self.bin_dir / "initdb"),
-                "-D", str(self.data_dir),
-                "--username", self.user,
-                "--pwfile", str(pwfile),
-                "--auth-local", "trust",
-                "--auth-host", "scram-sha-256",
-                "--encoding", "UTF8",
-                "--locale", "C",
-            ]  # fmt: skip
+                "-D",
+                str(self.data_dir),
+                "--username",
+                self.user,
+                "--pwfile",
+                str(pwfile),
+                "--auth-local",
+                "trust",
+                "--auth-host",
+                "scram-sha-256",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+            ]
             if fast:
                 argv.append("--no-sync")
             _run(argv, user=self._runas, what="initdb")
@@ -243,13 +250,22 @@ class PostgresCluster:
         ]
         _run(
             [
-                str(self.bin_dir / "pg_ctl"), "start", "-w", "-t", "60",
-                "-D", str(self.data_dir), "-l", str(self.log_file), "-o", " ".join(options),
+                str(self.bin_dir / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                " ".join(options),
             ],
             user=self._runas,
             what=f"starting PostgreSQL (log: {self.log_file})",
             new_session=True,  # Ctrl-C in the terminal reaches us, and we stop it in order
-        )  # fmt: skip
+        )
         self.create_database(self.database)
 
     def create_database(self, name: str, template: str | None = None) -> None:
@@ -272,11 +288,20 @@ class PostgresCluster:
         if not self.running():
             return
         _run(
-            [str(self.bin_dir / "pg_ctl"), "stop", "-w", "-t", "60", "-m", mode,
-             "-D", str(self.data_dir)],
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "stop",
+                "-w",
+                "-t",
+                "60",
+                "-m",
+                mode,
+                "-D",
+                str(self.data_dir),
+            ],
             user=self._runas,
             what="stopping PostgreSQL",
-        )  # fmt: skip
+        )
 
     def postmaster_pid(self) -> int | None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pantau.errors import ConfigError
+from pantau.mappings import MappingSettings, default_mappings
 
 ENV_PREFIX = "PANTAU_"
 ENV_NESTED = "__"
@@ -70,8 +72,69 @@ class MqttSettings(_Section):
     port: int = Field(1883, ge=1, le=65535, description="MQTT broker port")
     username: str | None = Field(None, description="MQTT username, if the broker requires one")
     password: SecretStr | None = Field(None, description="MQTT password (never logged)")
-    client_id: str = Field("pantau", min_length=1, description="MQTT client id prefix")
+    client_id: str = Field(
+        default_factory=lambda: f"pantau-{socket.gethostname()}",
+        min_length=1,
+        max_length=64,
+        description="MQTT client id of the persistent session; unique per instance "
+        "(default: pantau-<hostname>)",
+    )
     keepalive_seconds: int = Field(30, ge=5, description="MQTT keepalive")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version: 5 or 3.1.1")
+    session_expiry_seconds: int = Field(
+        604800,
+        ge=0,
+        description="how long the broker keeps our session and queued messages while we are "
+        "away (MQTT 5; 3.1.1 sessions persist until cleaned)",
+    )
+    receive_maximum: int = Field(
+        20000,
+        ge=1,
+        le=65535,
+        description="unacknowledged QoS 1 messages the broker may send us at once (MQTT 5)",
+    )
+    shared_group: str | None = Field(
+        None,
+        pattern=r"^[^/+#]+$",
+        description="subscribe as $share/<group>/<filter> so several instances split the load",
+    )
+    tls: bool = Field(False, description="connect with TLS")
+    tls_ca_file: Path | None = Field(None, description="CA bundle for the broker's certificate")
+    tls_cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    tls_key_file: Path | None = Field(None, description="client key (mutual TLS)")
+    reconnect_min_seconds: float = Field(0.5, gt=0, description="first reconnect delay")
+    reconnect_max_seconds: float = Field(30.0, gt=0, description="longest reconnect delay")
+
+
+class IngestSettings(_Section):
+    batch_size: int = Field(5000, ge=1, description="readings per database write, at most")
+    batch_max_wait_seconds: float = Field(
+        0.2, gt=0, description="a batch is written at the latest this long after it started"
+    )
+    spool_dir: Path = Field(
+        Path("spool"), description="where readings wait on disk while the database is down"
+    )
+    spool_max_bytes: int = Field(
+        1 << 30, ge=4096, description="spool size at which Pantau stops acknowledging messages"
+    )
+    max_future_seconds: float = Field(
+        300.0, ge=0, description="readings further ahead of the receive time go to quarantine"
+    )
+    max_past_days: float = Field(
+        7.0, gt=0, description="readings older than this (by receive time) go to quarantine"
+    )
+    unregistered_devices: Literal["accept", "quarantine"] = Field(
+        "accept",
+        description="readings of devices not in the registry: accept (and list the device as "
+        "pending) or quarantine",
+    )
+    database_retry_seconds: float = Field(
+        2.0, gt=0, description="how often a down database is tried again"
+    )
+    mappings: list[MappingSettings] = Field(
+        default_factory=default_mappings,
+        description="topic patterns and payload formats ([[ingest.mappings]]; see README)",
+    )
 
 
 class HttpSettings(_Section):
@@ -151,6 +214,7 @@ class Settings(BaseSettings):
 
     database: DatabaseSettings = DatabaseSettings()
     mqtt: MqttSettings = MqttSettings()
+    ingest: IngestSettings = IngestSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     storage: StorageSettings = StorageSettings()
@@ -188,26 +252,67 @@ def load_settings(config_file: Path | None = None) -> Settings:
         raise ConfigError(_describe(exc, path if file_data else None, env)) from None
 
 
+def reference_table() -> str:
+    """Every setting as a Markdown table row: key, environment variable, default, meaning."""
+    rows = [
+        "| key | environment | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for section, section_field in Settings.model_fields.items():
+        model = section_field.annotation
+        for key, field in getattr(model, "model_fields", {}).items():
+            if field.default_factory is not None:
+                default = "(see below)" if key == "mappings" else "(computed)"
+            else:
+                default = "(not set)" if field.default is None else f"`{field.default}`"
+            env = f"{ENV_PREFIX}{section.upper()}{ENV_NESTED}{key.upper()}"
+            rows.append(f"| `{section}.{key}` | `{env}` | {default} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
 def render_toml(data: Mapping[str, Any]) -> str:
     """Render two-level settings as TOML, the same shape `pantau.toml` takes."""
     lines: list[str] = []
     for section, values in data.items():
+        tables = {k: v for k, v in values.items() if _is_table_list(v)}
         lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(
-                f"# {key} = (not set)" if value is None else f"{key} = {_toml_value(value)}"
-            )
+        lines.extend(_toml_pairs({k: v for k, v in values.items() if k not in tables}))
         lines.append("")
+        for key, items in tables.items():
+            for item in items:
+                lines.append(f"[[{section}.{key}]]")
+                lines.extend(_toml_pairs(item))
+                lines.append("")
     return "\n".join(lines)
 
 
+def _is_table_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _toml_pairs(values: Mapping[str, Any]) -> list[str]:
+    return [
+        f"# {key} = (not set)" if value is None else f"{key} = {_toml_value(value)}"
+        for key, value in values.items()
+    ]
+
+
 def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
 
 
 def _config_path(config_file: Path | None, env: Mapping[str, str]) -> tuple[Path, bool]:

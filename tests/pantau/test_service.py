@@ -68,8 +68,8 @@ async def test_service_ready_then_broker_outage_is_reported(
         broker.start()  # the link reconnects with backoff
         await wait_ready(http)
         metrics = (await http.get("/metrics")).text
-        assert 'pantau_worker_restarts_total{worker="mqtt-link"}' in metrics
-        assert 'pantau_worker_restarts_total{worker="mqtt-link"} 0.0' not in metrics
+        assert "pantau_mqtt_connected 1.0" in metrics
+        assert "pantau_mqtt_reconnects_total 0.0" not in metrics
 
 
 async def test_pending_migrations_make_it_not_ready(settings: Settings) -> None:

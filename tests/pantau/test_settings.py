@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pantau.errors import ConfigError
-from pantau.settings import Settings, _known_env_names, load_settings
+from pantau.settings import Settings, _known_env_names, load_settings, reference_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,3 +158,5 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in _known_env_names() if name not in readme]
     assert not missing, f"README.md does not document: {missing}"
+    assert reference_table() in readme, "README's settings table differs: paste the output of "
+    "`pantau config reference`"

@@ -1,0 +1,419 @@
+"""Decoders: a payload in a sensor's own format becomes readings, or problems with a reason.
+
+Nothing here raises on bad input: every way a payload can be wrong ends as a `Problem`, and the
+message is quarantined whole by the caller. Formats: a bare number (device and metric from the
+topic), JSON objects (fixed metric paths, a {metric: value} object, or an array of records) and
+SenML JSON (RFC 8428).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from pantau.mappings import CONVERSIONS, MappingSettings
+
+# (time, device_id, metric, value): the row written to `readings`.
+Reading = tuple[datetime, str, str, float]
+
+# Reasons are a closed set: they label metrics and are what `quarantine replay --reason` takes.
+NO_MAPPING = "no_mapping"
+MALFORMED = "malformed_payload"
+MISSING_FIELD = "missing_field"
+BAD_VALUE = "bad_value"
+BAD_TIME = "bad_timestamp"
+TIME_RANGE = "time_out_of_range"
+BAD_DEVICE = "bad_device_id"
+BAD_METRIC = "bad_metric"
+UNREGISTERED = "unregistered_device"
+REJECTED = "rejected_by_database"
+REASONS = (
+    NO_MAPPING,
+    MALFORMED,
+    MISSING_FIELD,
+    BAD_VALUE,
+    BAD_TIME,
+    TIME_RANGE,
+    BAD_DEVICE,
+    BAD_METRIC,
+    UNREGISTERED,
+    REJECTED,
+)
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+METRIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/%-]{0,127}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SENML_RELATIVE = 2**28  # SenML times below this are relative to now (RFC 8428 4.5.3)
+_UNIT_DIVISORS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_PATH_TOKEN = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]")
+_MISSING = object()
+
+
+@dataclass(slots=True)
+class Problem:
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Decoded:
+    readings: list[Reading] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, reason: str, detail: str) -> None:
+        self.problems.append(Problem(reason, detail))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How far from the receive time a reading's own time may be."""
+
+    max_future: timedelta = timedelta(minutes=5)
+    max_past: timedelta = timedelta(days=7)
+
+
+class BadField(Exception):
+    """Internal: a field could not be read; carries the quarantine reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def compile_path(path: str) -> Callable[[Any], Any]:
+    """`$.a.b[0]` to a getter returning the value or _MISSING (a few lines beat a JSONPath
+    library here: this runs for every reading)."""
+    steps: list[str | int] = [
+        name if name else int(index) for name, index in _PATH_TOKEN.findall(path[1:])
+    ]
+
+    def get(doc: Any) -> Any:
+        for step in steps:
+            try:
+                doc = doc[step]
+            except (KeyError, IndexError, TypeError):
+                return _MISSING
+        return doc
+
+    return get
+
+
+def to_value(raw: Any) -> float:
+    """A finite number from a JSON number, a numeric string or a boolean (1/0)."""
+    kind = type(raw)
+    if kind is float or kind is int:
+        value = float(raw)
+    elif kind is bool:
+        return 1.0 if raw else 0.0
+    elif kind is str:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise BadField(BAD_VALUE, f"value {raw[:40]!r} is not a number") from None
+    else:
+        raise BadField(BAD_VALUE, f"value {_short(raw)} is not a number")
+    if not math.isfinite(value):
+        raise BadField(BAD_VALUE, f"value {raw!r} is not finite")
+    return value
+
+
+def to_time(raw: Any, unit: str, zone: tzinfo) -> datetime:
+    """Epoch seconds/ms/us/ns (by `unit`, or guessed from the magnitude) or ISO 8601."""
+    if type(raw) is str:
+        text = raw.strip()
+        try:
+            raw = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                raise BadField(
+                    BAD_TIME, f"time {text[:40]!r} is neither epoch nor ISO 8601"
+                ) from None
+            return parsed.replace(tzinfo=zone) if parsed.tzinfo is None else parsed
+    if type(raw) not in (int, float) or not math.isfinite(raw):
+        raise BadField(BAD_TIME, f"time {_short(raw)} is neither epoch nor ISO 8601")
+    if unit == "auto":
+        magnitude = abs(raw)
+        unit = (
+            "s"
+            if magnitude < 1e11
+            else "ms"
+            if magnitude < 1e14
+            else "us"
+            if magnitude < 1e17
+            else "ns"
+        )
+    try:
+        if type(raw) is int:
+            micros = raw * 1_000_000 // _UNIT_DIVISORS[unit]
+            return _EPOCH + timedelta(microseconds=micros)
+        return _EPOCH + timedelta(seconds=raw / _UNIT_DIVISORS[unit])
+    except OverflowError:
+        raise BadField(BAD_TIME, f"time {raw!r} is out of range") from None
+
+
+def _short(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class Decoder:
+    """Reads one mapping's payloads. Subclasses implement `_extract`."""
+
+    def __init__(self, mapping: MappingSettings, limits: Limits) -> None:
+        self.mapping = mapping
+        self.name = mapping.name
+        self._limits = limits
+        self._zone = ZoneInfo(mapping.time_zone)
+        self._rename = mapping.rename
+        self._convert = {m: CONVERSIONS[c] for m, c in mapping.convert.items()}
+        self._checked_devices: set[str] = set()
+
+    def decode(self, payload: bytes, captured: dict[str, str], received_at: datetime) -> Decoded:
+        out = Decoded()
+        try:
+            self._extract(payload, captured, received_at, out)
+        except BadField as exc:
+            out.problem(exc.reason, exc.detail)
+        except Exception as exc:  # the promise: nothing a payload does escapes the decoder
+            out.problem(MALFORMED, f"{type(exc).__name__}: {exc}"[:200])
+        return out
+
+    def _extract(
+        self, payload: bytes, captured: dict[str, str], received_at: datetime, out: Decoded
+    ) -> None:
+        raise NotImplementedError
+
+    def _field(self, spec: str, captured: dict[str, str], doc: Any, what: str) -> str:
+        """A device id or metric name from {topic segment}, $.path or a literal."""
+        if spec.startswith("{"):
+            return captured[spec[1:-1]]
+        if spec.startswith("$"):
+            value = compile_path(spec)(doc)
+            if value is _MISSING:
+                raise BadField(MISSING_FIELD, f"{what} {spec} not in payload")
+            if type(value) is int:
+                return str(value)
+            if type(value) is not str:
+                raise BadField(
+                    BAD_DEVICE if what == "device" else BAD_METRIC,
+                    f"{what} {spec} is {_short(value)}, not a string",
+                )
+            return value
+        return spec
+
+    def _add(
+        self,
+        out: Decoded,
+        time: datetime,
+        device: str,
+        metric: str,
+        raw: Any,
+        received_at: datetime,
+    ) -> None:
+        """Validate and append one reading, or record why not (other readings still count)."""
+        try:
+            value = to_value(raw)
+        except BadField as exc:
+            out.problem(exc.reason, f"{device}/{metric}: {exc.detail}")
+            return
+        metric = self._rename.get(metric, metric)
+        if not METRIC.match(metric):
+            out.problem(BAD_METRIC, f"metric {_short(metric)} is not a valid metric name")
+            return
+        if device not in self._checked_devices:
+            if not DEVICE_ID.match(device):
+                out.problem(BAD_DEVICE, f"device id {_short(device)} is not valid")
+                return
+            if len(self._checked_devices) < 100_000:
+                self._checked_devices.add(device)
+        if not (
+            received_at - self._limits.max_past <= time <= received_at + self._limits.max_future
+        ):
+            out.problem(
+                TIME_RANGE,
+                f"{device}/{metric}: time {time.isoformat()} is too far from "
+                f"the receive time {received_at.isoformat()}",
+            )
+            return
+        conversion = self._convert.get(metric)
+        if conversion is not None:
+            value = value * conversion[0] + conversion[1]
+        out.readings.append((time, device, metric, value))
+
+
+class NumberDecoder(Decoder):
+    """The payload is one number; device and metric come from the topic (or are literals)."""
+
+    def _extract(
+        self, payload: bytes, captured: dict[str, str], received_at: datetime, out: Decoded
+    ) -> None:
+        try:
+            text = payload.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise BadField(MALFORMED, "payload is not a number (not ASCII text)") from None
+        if not text:
+            raise BadField(MALFORMED, "payload is empty")
+        if not (text[0].isdigit() or text[0] in "+-."):
+            raise BadField(MALFORMED, f"payload {text[:40]!r} is not a number")
+        device = self._field(self.mapping.device, captured, None, "device")
+        metric = self._field(self.mapping.metric or "", captured, None, "metric")
+        self._add(out, received_at, device, metric, text, received_at)
+
+
+class JsonDecoder(Decoder):
+    """JSON objects (or an array of them): fixed metric paths, a {metric: value} object, or an
+    array of records each with its metric, value and optional time."""
+
+    def __init__(self, mapping: MappingSettings, limits: Limits) -> None:
+        super().__init__(mapping, limits)
+        self._time = compile_path(mapping.time) if mapping.time else None
+        self._metrics = [(name, compile_path(p), p) for name, p in mapping.metrics.items()]
+        self._values = compile_path(mapping.values) if mapping.values else None
+        self._records = compile_path(mapping.records) if mapping.records else None
+        self._record_metric = compile_path(mapping.record_metric)
+        self._record_value = compile_path(mapping.record_value)
+        self._record_time = compile_path(mapping.record_time) if mapping.record_time else None
+
+    def _extract(
+        self, payload: bytes, captured: dict[str, str], received_at: datetime, out: Decoded
+    ) -> None:
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise BadField(MALFORMED, f"payload is not JSON: {exc}") from None
+        for item in doc if type(doc) is list else (doc,):
+            if type(item) is not dict:
+                raise BadField(MALFORMED, f"expected a JSON object, got {type(item).__name__}")
+            self._object(item, captured, received_at, out)
+
+    def _object(
+        self, doc: dict[str, Any], captured: dict[str, str], received_at: datetime, out: Decoded
+    ) -> None:
+        device = self._field(self.mapping.device, captured, doc, "device")
+        when = received_at
+        if self._time is not None:
+            raw_time = self._time(doc)
+            if raw_time is not _MISSING and raw_time is not None:
+                when = to_time(raw_time, self.mapping.time_unit, self._zone)
+        if self._metrics:
+            for name, get, path in self._metrics:
+                raw = get(doc)
+                if raw is _MISSING:
+                    out.problem(MISSING_FIELD, f"{device}/{name}: {path} not in payload")
+                else:
+                    self._add(out, when, device, name, raw, received_at)
+        elif self._values is not None:
+            values = self._values(doc)
+            if type(values) is not dict:
+                raise BadField(MISSING_FIELD, f"{self.mapping.values} is not an object of values")
+            for name, raw in values.items():
+                self._add(out, when, device, name, raw, received_at)
+        elif self._records is not None:
+            records = self._records(doc)
+            if type(records) is not list:
+                raise BadField(MISSING_FIELD, f"{self.mapping.records} is not an array of records")
+            for record in records:
+                self._record(record, device, when, received_at, out)
+
+    def _record(
+        self, record: Any, device: str, when: datetime, received_at: datetime, out: Decoded
+    ) -> None:
+        name = self._record_metric(record)
+        raw = self._record_value(record)
+        if type(name) is not str or raw is _MISSING:
+            out.problem(MISSING_FIELD, f"{device}: record {_short(record)} lacks metric or value")
+            return
+        if self._record_time is not None:
+            raw_time = self._record_time(record)
+            if raw_time is not _MISSING and raw_time is not None:
+                try:
+                    when = to_time(raw_time, self.mapping.time_unit, self._zone)
+                except BadField as exc:
+                    out.problem(exc.reason, f"{device}/{name}: {exc.detail}")
+                    return
+        self._add(out, when, device, name, raw, received_at)
+
+
+class SenmlDecoder(Decoder):
+    """SenML JSON (RFC 8428): base name/time/value/unit carried forward; device from the topic
+    (metric = the record name) or from the base name (`device = "$bn"`)."""
+
+    def _extract(
+        self, payload: bytes, captured: dict[str, str], received_at: datetime, out: Decoded
+    ) -> None:
+        try:
+            pack = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise BadField(MALFORMED, f"payload is not JSON: {exc}") from None
+        if type(pack) is not list:
+            raise BadField(MALFORMED, "SenML payload must be a JSON array of records")
+        from_base = self.mapping.device == "$bn"
+        device = "" if from_base else self._field(self.mapping.device, captured, None, "device")
+        base_name, base_time, base_value = "", 0.0, 0.0
+        for record in pack:
+            if type(record) is not dict:
+                raise BadField(MALFORMED, f"SenML record {_short(record)} is not an object")
+            if "bn" in record:
+                base_name = _senml_str(record["bn"], "bn")
+            if "bt" in record:
+                base_time = _senml_num(record["bt"], "bt")
+            if "bv" in record:
+                base_value = _senml_num(record["bv"], "bv")
+            name = _senml_str(record.get("n", ""), "n")
+            if "v" in record:
+                raw: Any = _senml_num(record["v"], "v") + base_value
+            elif "vb" in record:
+                raw = record["vb"]
+            elif "vs" in record or "vd" in record or "s" in record:
+                continue  # text, data and sum records carry no reading value
+            else:
+                continue  # a base-only record
+            t = base_time + _senml_num(record.get("t", 0.0), "t")
+            if abs(t) < _SENML_RELATIVE:
+                when = received_at + timedelta(seconds=t)
+            else:
+                when = to_time(t, "s", UTC)
+            if from_base:
+                device_id = base_name.rstrip(":/.") if name else ""
+                metric = name
+            else:
+                device_id, metric = device, name or base_name
+            if not device_id or not metric:
+                out.problem(MISSING_FIELD, f"SenML record {_short(record)} has no name")
+                continue
+            self._add(out, when, device_id, metric, raw, received_at)
+
+
+def _senml_num(raw: Any, key: str) -> float:
+    if type(raw) in (int, float) and math.isfinite(raw):
+        return float(raw)
+    raise BadField(
+        BAD_VALUE if key in ("v", "bv") else BAD_TIME, f"SenML {key} {_short(raw)} is not a number"
+    )
+
+
+def _senml_str(raw: Any, key: str) -> str:
+    if type(raw) is str:
+        return raw
+    raise BadField(MALFORMED, f"SenML {key} {_short(raw)} is not a string")
+
+
+DECODERS: dict[str, type[Decoder]] = {
+    "number": NumberDecoder,
+    "json": JsonDecoder,
+    "senml": SenmlDecoder,
+}
+
+
+def build_decoder(mapping: MappingSettings, limits: Limits) -> Decoder:
+    return DECODERS[mapping.format](mapping, limits)

@@ -1,0 +1,99 @@
+"""The ingestion pipeline's Prometheus series (built on the registry passed in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ingest.decoders import REASONS
+
+
+@dataclass(frozen=True)
+class IngestMetrics:
+    messages_received: Counter
+    messages_acked: Counter
+    messages_quarantined: Counter
+    readings_written: Counter
+    readings_duplicate: Counter
+    batch_readings: Histogram
+    write_seconds: Histogram
+    lag_seconds: Histogram
+    pending_messages: Gauge
+    spool_bytes: Gauge
+    spool_oldest_seconds: Gauge
+    database_connected: Gauge
+    mqtt_connected: Gauge
+    mqtt_reconnects: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> IngestMetrics:
+        quarantined = Counter(
+            "pantau_ingest_messages_quarantined",
+            "Messages kept in quarantine, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REASONS:
+            quarantined.labels(reason)
+        return cls(
+            messages_received=Counter(
+                "pantau_mqtt_messages_received", "MQTT messages received", registry=registry
+            ),
+            messages_acked=Counter(
+                "pantau_mqtt_messages_acknowledged",
+                "QoS 1 messages acknowledged to the broker (after they were durable)",
+                registry=registry,
+            ),
+            messages_quarantined=quarantined,
+            readings_written=Counter(
+                "pantau_ingest_readings_written", "New rows in readings", registry=registry
+            ),
+            readings_duplicate=Counter(
+                "pantau_ingest_readings_duplicate",
+                "Readings already stored (redeliveries), ignored",
+                registry=registry,
+            ),
+            batch_readings=Histogram(
+                "pantau_ingest_batch_readings",
+                "Readings per database write",
+                buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000),
+                registry=registry,
+            ),
+            write_seconds=Histogram(
+                "pantau_ingest_write_seconds",
+                "Time to commit one batch",
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+                registry=registry,
+            ),
+            lag_seconds=Histogram(
+                "pantau_ingest_lag_seconds",
+                "Commit time minus reading time (first reading of each message)",
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+                registry=registry,
+            ),
+            pending_messages=Gauge(
+                "pantau_ingest_pending_messages",
+                "Messages received and not yet written or spooled",
+                registry=registry,
+            ),
+            spool_bytes=Gauge(
+                "pantau_ingest_spool_bytes", "Bytes waiting in the spool", registry=registry
+            ),
+            spool_oldest_seconds=Gauge(
+                "pantau_ingest_spool_oldest_seconds",
+                "Age of the oldest batch in the spool",
+                registry=registry,
+            ),
+            database_connected=Gauge(
+                "pantau_ingest_database_connected",
+                "1 while the ingestion writer is connected to PostgreSQL",
+                registry=registry,
+            ),
+            mqtt_connected=Gauge(
+                "pantau_mqtt_connected", "1 while connected to the MQTT broker", registry=registry
+            ),
+            mqtt_reconnects=Counter(
+                "pantau_mqtt_reconnects", "Reconnect attempts to the MQTT broker", registry=registry
+            ),
+        )

@@ -1,0 +1,248 @@
+"""The ingestion pipeline: MQTT thread → inbox → writer thread → PostgreSQL or spool → acks.
+
+The subscriber's network thread only appends to the inbox. The writer thread takes batches (by
+count, or when the oldest message has waited `batch_max_wait_seconds`), decodes them, commits
+them, and only then releases their acknowledgements. While the database is down, batches go to
+the spool (fsynced) and are acknowledged; when it returns, the spool is replayed in order before
+anything new is written. When the spool is full, nothing more is acknowledged: the broker keeps
+the messages (its receive-maximum window stops the flow), and the inbox stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from ingest.batch import Batch, Message, Processor
+from ingest.metrics import IngestMetrics
+from ingest.spool import Spool, SpoolFull
+from ingest.writer import DatabaseDown, Writer, WriteResult
+from pantau.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+AckFn = Callable[[Sequence[tuple[int, int, int]]], int]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        processor: Processor,
+        writer: Writer,
+        spool: Spool,
+        metrics: IngestMetrics,
+        *,
+        max_pending: int,
+    ) -> None:
+        self._settings = settings
+        self._processor = processor
+        self._writer = writer
+        self._spool = spool
+        self._metrics = metrics
+        self._max_pending = max_pending
+        self._inbox: deque[Message] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._per_message = 1.0  # readings per message, learned, to size batches
+        self._next_db_try = 0.0
+        self._next_registry = 0.0
+        self._spool_full_since: float | None = None
+        self.ack: AckFn = lambda acks: 0
+        metrics.pending_messages.set_function(lambda: len(self._inbox))
+        metrics.spool_bytes.set_function(lambda: self._spool.size)
+        metrics.spool_oldest_seconds.set_function(self._spool.oldest_age)
+
+    # --- called from the MQTT network thread --------------------------------------------------
+
+    def on_message(self, message: Message) -> None:
+        with self._cond:
+            self._inbox.append(message)
+            pending = len(self._inbox)
+            # Wake the writer for the first message (its max-wait clock starts) and when a
+            # batch is full.
+            if pending == 1 or pending >= self._trigger():
+                self._cond.notify()
+            # A second bound behind the broker's receive maximum (MQTT 3.1.1 has none).
+            while len(self._inbox) >= self._max_pending and not self._stopping:
+                self._cond.wait(1.0)
+
+    # --- the writer thread ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking new batches once the inbox is drained."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        self._spool.open()
+        try:
+            self._database_ready()
+            while True:
+                messages = self._take()
+                if messages:
+                    self._deliver(self._processor.batch(messages))
+                elif self._stopping:
+                    break
+                else:
+                    self._database_ready()  # idle: a chance to replay the spool
+        finally:
+            self._writer.close()
+            self._spool.close()
+            self._metrics.database_connected.set(0)
+
+    def _trigger(self) -> int:
+        return max(1, int(self._settings.batch_size / self._per_message))
+
+    def _take(self) -> list[Message]:
+        max_wait = self._settings.batch_max_wait_seconds
+        with self._cond:
+            while True:
+                if len(self._inbox) >= self._trigger() or (self._stopping and self._inbox):
+                    break
+                if self._inbox:
+                    waited = time.time() - self._inbox[0].received_at.timestamp()
+                    if waited >= max_wait:
+                        break
+                    self._cond.wait(max_wait - waited)
+                elif self._stopping:
+                    return []
+                else:
+                    idle = self._settings.database_retry_seconds
+                    if not self._cond.wait(idle if not self._spool.empty else 5.0):
+                        return []
+            count = min(len(self._inbox), self._trigger())
+            taken = [self._inbox.popleft() for _ in range(count)]
+            self._cond.notify_all()
+        return taken
+
+    def _deliver(self, batch: Batch) -> None:
+        if self._settings.unregistered_devices == "quarantine":
+            self._refresh_registry()
+        if self._database_ready():
+            try:
+                self._committed(batch, self._timed_write(batch))
+                return
+            except DatabaseDown as exc:
+                self._database_lost(exc)
+        self._spool_or_hold(batch)
+
+    def _spool_or_hold(self, batch: Batch) -> None:
+        """Spool and acknowledge; when the spool is full, keep the batch unacknowledged until
+        the database returns (or we stop: then the broker redelivers it next time)."""
+        while True:
+            try:
+                self._spool.append(batch)
+            except SpoolFull as exc:
+                if self._spool_full_since is None:
+                    self._spool_full_since = time.monotonic()
+                    log.error("%s and the database is down: no longer acknowledging", exc)
+                with self._cond:
+                    if self._stopping:
+                        return
+                    self._cond.wait(self._settings.database_retry_seconds)
+                if self._database_ready():
+                    try:
+                        self._committed(batch, self._timed_write(batch))
+                        return
+                    except DatabaseDown as down:
+                        self._database_lost(down)
+                continue
+            self._spool_full_since = None
+            self._acknowledge(batch)
+            return
+
+    def _database_ready(self) -> bool:
+        """Connected (trying again at most every `database_retry_seconds`) and the spool
+        replayed; False while the database is down."""
+        if not self._writer_up():
+            return False
+        for segment in self._spool.segments():
+            replayed = 0
+            try:
+                for batch in self._spool.read(segment):
+                    result = self._timed_write(batch)
+                    self._count(batch, result)
+                    replayed += len(batch)
+            except DatabaseDown as exc:
+                self._database_lost(exc)
+                return False
+            self._spool.consumed(segment)
+            log.info("replayed %d readings from spool %s", replayed, segment.name)
+        return True
+
+    def _writer_up(self) -> bool:
+        if self._writer.connected:
+            return True
+        now = time.monotonic()
+        if now < self._next_db_try:
+            return False
+        self._next_db_try = now + self._settings.database_retry_seconds
+        try:
+            self._writer.connect()
+        except DatabaseDown as exc:
+            log.warning("database still down: %s", exc)
+            return False
+        log.info("ingestion writer connected to the database")
+        self._metrics.database_connected.set(1)
+        return True
+
+    def _database_lost(self, exc: DatabaseDown) -> None:
+        log.error("database write failed (%s); spooling to %s", exc, self._spool.directory)
+        self._metrics.database_connected.set(0)
+        self._next_db_try = time.monotonic() + self._settings.database_retry_seconds
+
+    def _timed_write(self, batch: Batch) -> WriteResult:
+        started = time.perf_counter()
+        result = self._writer.write(batch)
+        self._metrics.write_seconds.observe(time.perf_counter() - started)
+        return result
+
+    def _committed(self, batch: Batch, result: WriteResult) -> None:
+        log.debug(
+            "committed %d readings (%d new) from %d messages",
+            len(batch.readings),
+            result.written,
+            len(batch.messages),
+        )
+        self._acknowledge(batch)
+        self._count(batch, result)
+
+    def _acknowledge(self, batch: Batch) -> None:
+        if batch.messages:
+            self.ack(batch.acks)
+            readings = len(batch.readings)
+            self._per_message = 0.8 * self._per_message + 0.2 * max(
+                1.0, readings / len(batch.messages)
+            )
+
+    def _count(self, batch: Batch, result: WriteResult) -> None:
+        m = self._metrics
+        m.readings_written.inc(result.written)
+        m.readings_duplicate.inc(result.duplicates)
+        m.batch_readings.observe(len(batch.readings))
+        for q in result.quarantined:
+            m.messages_quarantined.labels(q.reason).inc()
+        now = datetime.now(UTC)
+        previous = -1
+        observe = m.lag_seconds.observe
+        for reading, origin in zip(batch.readings, batch.origins, strict=True):
+            if origin != previous:
+                observe((now - reading[0]).total_seconds())
+                previous = origin
+
+    def _refresh_registry(self) -> None:
+        now = time.monotonic()
+        if now < self._next_registry or not self._writer_up():
+            return
+        try:
+            known = self._writer.registered_devices()
+        except DatabaseDown:
+            return
+        self._processor.registered = known.__contains__
+        self._next_registry = now + 30.0

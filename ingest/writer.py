@@ -1,0 +1,219 @@
+"""The COPY writer: a batch goes into `readings` in one transaction, binary COPY into a staging
+table then an idempotent insert (redelivered readings are ignored), with `device_last_seen` and
+the batch's quarantined payloads. A batch the database refuses is split to find the bad rows.
+
+Runs on the ingestion writer thread with a plain (sync) psycopg connection: the event loop stays
+free for HTTP, and COPY formatting happens in psycopg's C code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+
+import psycopg
+from psycopg import errors
+
+from ingest.batch import Batch, Quarantined
+from ingest.decoders import REJECTED, Reading
+
+log = logging.getLogger(__name__)
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS readings_staging (
+    time timestamptz, device_id text, metric text, value double precision
+) ON COMMIT DELETE ROWS
+"""
+_COPY = "COPY readings_staging (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
+_TYPES = ["timestamptz", "text", "text", "float8"]
+_MERGE = """
+INSERT INTO readings (time, device_id, metric, value)
+SELECT time, device_id, metric, value FROM readings_staging
+ON CONFLICT DO NOTHING
+"""
+# Devices in a fixed order so concurrent instances lock their rows in the same order.
+_LAST_SEEN = """
+INSERT INTO device_last_seen AS s (device_id, last_reading_at, last_received_at)
+SELECT device_id, max(time), now() FROM readings_staging GROUP BY device_id ORDER BY device_id
+ON CONFLICT (device_id) DO UPDATE
+    SET last_reading_at = GREATEST(s.last_reading_at, EXCLUDED.last_reading_at),
+        last_received_at = EXCLUDED.last_received_at
+"""
+_QUARANTINE = """
+INSERT INTO quarantine (received_at, topic, payload, reason, detail, mapping)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+
+
+class DatabaseDown(Exception):
+    """The connection to PostgreSQL is gone; the batch was not written."""
+
+
+@dataclass
+class WriteResult:
+    written: int = 0  # new rows in readings
+    duplicates: int = 0  # rows already there (redeliveries)
+    quarantined: list[Quarantined] = field(default_factory=list)  # incl. refused rows' payloads
+
+
+class Writer:
+    """Owns one connection; `write()` either commits the whole batch or raises DatabaseDown."""
+
+    def __init__(self, conninfo: str, *, connect_timeout: int = 5) -> None:
+        self._conninfo = conninfo
+        self._connect_timeout = connect_timeout
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def connect(self) -> None:
+        if self.connected:
+            return
+        try:
+            conn = psycopg.connect(
+                self._conninfo,
+                connect_timeout=self._connect_timeout,
+                application_name="pantau-ingest",
+            )
+            conn.execute(_STAGING)
+            conn.commit()
+        except psycopg.OperationalError as exc:
+            raise DatabaseDown(" ".join(str(exc).split())) from exc
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Commit the batch; rows the database refuses go to quarantine with their payload."""
+        self.connect()
+        result = WriteResult(quarantined=list(batch.quarantine))
+        try:
+            self._write_all(batch.readings, batch.origins, batch, result)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise DatabaseDown(" ".join(str(exc).split())) from exc
+        return result
+
+    def _write_all(
+        self, readings: list[Reading], origins: list[int], batch: Batch, result: WriteResult
+    ) -> None:
+        try:
+            self._transaction(readings, result.quarantined, result)
+            return
+        except (errors.DataError, errors.IntegrityError, errors.ProgrammingError) as exc:
+            if isinstance(exc, errors.CheckViolation) and self._add_partitions(readings):
+                return self._write_all(readings, origins, batch, result)
+            refused = " ".join(str(exc).split())
+        # Split to find the refused rows: write each half on its own, down to single rows.
+        log.warning(
+            "database refused a batch of %d readings (%s); splitting", len(readings), refused
+        )
+        good, bad = self._bisect(readings, origins)
+        bad_messages = sorted({origins[i] for i in bad})
+        for index in bad_messages:
+            message = batch.messages[index]
+            result.quarantined.append(
+                Quarantined(
+                    message.received_at,
+                    message.topic,
+                    message.payload,
+                    REJECTED,
+                    refused[:500],
+                    None,
+                )
+            )
+        self._transaction([readings[i] for i in good], result.quarantined, result)
+
+    def _bisect(self, readings: list[Reading], origins: list[int]) -> tuple[list[int], list[int]]:
+        """Indexes of the rows the database takes and of those it refuses (tried, then rolled
+        back; the caller writes the good ones in one transaction)."""
+        conn = self._require()
+        good: list[int] = []
+        bad: list[int] = []
+        todo = [list(range(len(readings)))]
+        while todo:
+            part = todo.pop()
+            try:
+                with conn.transaction(force_rollback=True), conn.cursor() as cur:
+                    self._copy(cur, [readings[i] for i in part])
+                    cur.execute(_MERGE)
+                good.extend(part)
+            except (errors.DataError, errors.IntegrityError, errors.ProgrammingError):
+                if len(part) == 1:
+                    bad.extend(part)
+                else:
+                    half = len(part) // 2
+                    todo.extend([part[:half], part[half:]])
+        return sorted(good), bad
+
+    def _transaction(
+        self, readings: Sequence[Reading], quarantined: list[Quarantined], result: WriteResult
+    ) -> None:
+        conn = self._require()
+        with conn.transaction(), conn.cursor() as cur:
+            written = 0
+            if readings:
+                self._copy(cur, readings)
+                cur.execute(_MERGE)
+                written = cur.rowcount
+                cur.execute(_LAST_SEEN)
+            if quarantined:
+                cur.executemany(
+                    _QUARANTINE,
+                    [
+                        (q.received_at, q.topic, q.payload, q.reason, q.detail, q.mapping)
+                        for q in quarantined
+                    ],
+                )
+        result.written += written
+        result.duplicates += len(readings) - written
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor, readings: Sequence[Reading]) -> None:
+        with cur.copy(_COPY) as copy:
+            copy.set_types(_TYPES)
+            write_row = copy.write_row
+            for row in readings:
+                write_row(row)
+
+    def _add_partitions(self, readings: Sequence[Reading]) -> bool:
+        """Plain PostgreSQL: create missing daily partitions for the batch's days; False when
+        there is nothing to create (then the refusal was something else)."""
+        conn = self._require()
+        days = sorted({r[0].astimezone(UTC).date() for r in readings})
+        with conn.transaction():
+            plain = conn.execute("SELECT to_regproc('pantau_ensure_partitions')").fetchone()
+            if not plain or plain[0] is None:
+                return False
+            created = 0
+            for day in days:
+                row = conn.execute(
+                    "SELECT pantau_ensure_partitions('readings', %s, %s)", (day, day)
+                ).fetchone()
+                created += row[0] if row else 0
+        if created:
+            log.info("created %d missing daily partitions for late or early readings", created)
+        return created > 0
+
+    def registered_devices(self) -> frozenset[str]:
+        """Device ids in the registry that may report (not retired)."""
+        conn = self._require()
+        try:
+            with conn.transaction():
+                rows = conn.execute("SELECT device_id FROM devices WHERE status <> 'retired'")
+                return frozenset(r[0] for r in rows.fetchall())
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise DatabaseDown(" ".join(str(exc).split())) from exc
+
+    def _require(self) -> psycopg.Connection:
+        if self._conn is None:
+            raise DatabaseDown("not connected")
+        return self._conn
