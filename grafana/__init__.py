@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typer
 from fastapi import APIRouter
 
 from pantau.context import ServiceContext
@@ -14,3 +15,7 @@ def workers(ctx: ServiceContext) -> list[Worker]:
 
 def routers() -> list[APIRouter]:
     return []
+
+
+def register_cli(app: typer.Typer) -> None:
+    return None

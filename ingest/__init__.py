@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typer
 from fastapi import APIRouter
 
 from ingest.service import IngestService
@@ -15,3 +16,9 @@ def workers(ctx: ServiceContext) -> list[Worker]:
 
 def routers() -> list[APIRouter]:
     return []
+
+
+def register_cli(app: typer.Typer) -> None:
+    from ingest.cli import register
+
+    register(app)

@@ -7,16 +7,18 @@ import asyncio
 import sys
 from pathlib import Path
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
 import orjson
 import typer
 
-from pantau import __version__, logs
+import devices
+import grafana
+import ingest
+import streams
+from pantau import __version__, cliapp
+from pantau.cliapp import WIB
 from pantau.errors import PantauError
-from pantau.settings import Settings, load_settings, render_toml
-
-WIB = ZoneInfo("Asia/Jakarta")
+from pantau.settings import render_toml
 
 app = typer.Typer(
     name="pantau",
@@ -41,13 +43,6 @@ ConfigOption = Annotated[
 ]
 
 
-class _State:
-    config: Path | None = None
-
-
-_state = _State()
-
-
 @app.callback()
 def _root(
     config: ConfigOption = None,
@@ -56,14 +51,7 @@ def _root(
     if version:
         typer.echo(f"pantau {__version__}")
         raise typer.Exit()
-    _state.config = config
-
-
-def _settings(configure_logs: bool = True) -> Settings:
-    settings = load_settings(_state.config)
-    if configure_logs:
-        logs.configure(settings.log.level, settings.log.format)
-    return settings
+    cliapp.state.config = config
 
 
 @config_app.command("check")
@@ -71,7 +59,7 @@ def config_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML")] = False,
 ) -> None:
     """Print the effective configuration (secrets redacted), or what is wrong with it."""
-    settings = _settings(configure_logs=False)
+    settings = cliapp.settings(configure_logs=False)
     data = settings.redacted()
     if as_json:
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
@@ -90,7 +78,7 @@ def config_reference() -> None:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations (safe to re-run, and when several instances start at once)."""
-    settings = _settings()
+    settings = cliapp.settings()
 
     async def go() -> list[str]:
         from pantau import db, migrate
@@ -110,7 +98,7 @@ def db_migrate() -> None:
 @db_app.command("status")
 def db_status() -> None:
     """List every migration, whether and when (WIB) it was applied."""
-    settings = _settings()
+    settings = cliapp.settings()
 
     async def go() -> list[tuple[str, str, str, str]]:
         from pantau import db, migrate
@@ -142,7 +130,7 @@ _STATUS_HEADER = ("version", "name", "flavor", "applied")
 @app.command("run")
 def run() -> None:
     """Run the service against the configured PostgreSQL and MQTT broker."""
-    settings = _settings()
+    settings = cliapp.settings()
     from pantau import service
 
     asyncio.run(service.run(settings))
@@ -151,7 +139,7 @@ def run() -> None:
 @app.command("dev")
 def dev() -> None:
     """Run the embedded default: Pantau with its own PostgreSQL and Mosquitto under var/."""
-    settings = _settings()
+    settings = cliapp.settings()
     from pantau import service
     from pantau.dev import DevStack
     from pantau.embedded import free_port, port_is_free
@@ -181,14 +169,32 @@ def dev() -> None:
                 f"  Metrics      {url}/metrics",
                 f"  PostgreSQL   psql '{pg.dsn()}'",
                 f"  MQTT broker  mosquitto_sub -h 127.0.0.1 -p {stack.mosquitto.port} -t '#' -v",
+                f"  Simulator    {settings.embedded.simulate_devices} sensors, "
+                f"{settings.embedded.simulate_rate:g} messages/s "
+                "(PANTAU_EMBEDDED__SIMULATE_DEVICES=0 turns it off)",
                 f"  Logs         {stack.var_dir / 'log'} and {stack.mosquitto.log_file}",
                 "Press Ctrl-C to stop.",
                 "",
             ]
             typer.echo("\n".join(lines))
 
-        asyncio.run(service.run(effective, on_started=banner))
+        extra = []
+        if settings.embedded.simulate_devices:
+            from ingest.simulator import Simulator, build_devices
+
+            simulator = Simulator(
+                build_devices(settings.embedded.simulate_devices),
+                host="127.0.0.1",
+                port=stack.mosquitto.port,
+                rate=settings.embedded.simulate_rate,
+            )
+            extra.append(simulator.worker())
+        asyncio.run(service.run(effective, on_started=banner, extra_workers=extra))
     typer.echo("Pantau stopped; data kept in " + str(stack.var_dir))
+
+
+for _domain in (ingest, devices, streams, grafana):
+    _domain.register_cli(app)
 
 
 def main() -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 import psycopg
+import typer
 from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -37,6 +38,8 @@ class Domain(Protocol):
 
     def routers(self) -> list[APIRouter]: ...
 
+    def register_cli(self, app: typer.Typer) -> None: ...
+
 
 DOMAINS: tuple[Domain, ...] = (ingest, devices, streams, grafana)
 
@@ -53,6 +56,7 @@ async def run(
     *,
     stop: asyncio.Event | None = None,
     on_started: Callable[[Started], None] | None = None,
+    extra_workers: Sequence[Worker] = (),
 ) -> None:
     """Run Pantau until `stop` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
@@ -74,6 +78,7 @@ async def run(
                 http.http_worker(app, sock),
                 storage_worker(pool, settings.storage),
                 *(w for domain in DOMAINS for w in domain.workers(ctx)),
+                *extra_workers,
             ]
             supervisor = Supervisor(
                 workers,

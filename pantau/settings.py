@@ -200,6 +200,12 @@ class EmbeddedSettings(_Section):
         description="`pantau dev`: PostgreSQL binaries (default: newest /usr/lib/postgresql/*)",
     )
     mosquitto_bin: str = Field("mosquitto", description="`pantau dev`: the Mosquitto 2 binary")
+    simulate_devices: int = Field(
+        60, ge=0, description="`pantau dev`: simulated sensors publishing to the broker (0 = none)"
+    )
+    simulate_rate: float = Field(
+        12.0, gt=0, description="`pantau dev`: messages per second from all simulated sensors"
+    )
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,266 @@
+"""Simulated sensors across the 23 kecamatan of Kabupaten Bekasi, for `make run` and load tests.
+
+Each device reports in one of the supported payload formats on the topics of the default
+mappings. The physics is simple but shaped like the real thing, in WIB time: river levels with a
+semidiurnal tide (stronger near the coast) and a lagged response to rain; rain gauges with
+convective afternoon bursts; PM2.5/PM10 with morning and evening peaks, washed out by rain;
+traffic counts with weekday rush hours; street lights on at night, drawing power.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from pantau.supervisor import Worker
+
+log = logging.getLogger(__name__)
+
+# (name, latitude, longitude, distance to the coast 0..1 where 0 = on the coast)
+KECAMATAN: tuple[tuple[str, float, float, float], ...] = (
+    ("Babelan", -6.1333, 107.0333, 0.25),
+    ("Bojongmangu", -6.4333, 107.1667, 1.0),
+    ("Cabangbungin", -6.0667, 107.1333, 0.15),
+    ("Cibarusah", -6.4333, 107.0833, 1.0),
+    ("Cibitung", -6.2667, 107.0833, 0.6),
+    ("Cikarang Barat", -6.2667, 107.1000, 0.6),
+    ("Cikarang Pusat", -6.3500, 107.1500, 0.75),
+    ("Cikarang Selatan", -6.3500, 107.1000, 0.8),
+    ("Cikarang Timur", -6.2833, 107.1833, 0.65),
+    ("Cikarang Utara", -6.2833, 107.1333, 0.6),
+    ("Karangbahagia", -6.1833, 107.1167, 0.4),
+    ("Kedungwaringin", -6.2333, 107.2333, 0.55),
+    ("Muaragembong", -5.9833, 107.0333, 0.0),
+    ("Pebayuran", -6.1500, 107.2833, 0.35),
+    ("Serang Baru", -6.3833, 107.1000, 0.9),
+    ("Setu", -6.3500, 107.0333, 0.85),
+    ("Sukakarya", -6.1000, 107.1833, 0.25),
+    ("Sukatani", -6.1667, 107.1500, 0.35),
+    ("Sukawangi", -6.0333, 107.1000, 0.1),
+    ("Tambelang", -6.1667, 107.0833, 0.4),
+    ("Tambun Selatan", -6.2667, 107.0500, 0.6),
+    ("Tambun Utara", -6.2000, 107.0667, 0.5),
+    ("Tarumajaya", -6.1000, 106.9833, 0.15),
+)
+
+WIB = timedelta(hours=7)
+Format = Literal["number", "json", "senml"]
+FORMATS: tuple[Format, ...] = ("number", "json", "senml")
+KINDS: dict[str, tuple[str, ...]] = {
+    "wl": ("water_level_cm",),
+    "rg": ("rain_mm",),
+    "aq": ("pm25_ugm3", "pm10_ugm3"),
+    "tc": ("vehicles",),
+    "sl": ("power_w", "lamp_on"),
+}
+# How often each kind appears in a deployment.
+_KIND_WEIGHTS = {"wl": 3, "rg": 2, "aq": 2, "tc": 2, "sl": 3}
+
+
+def slug(name: str) -> str:
+    return name.lower().replace(" ", "-")
+
+
+@dataclass
+class Device:
+    device_id: str
+    kind: str
+    kecamatan: str
+    latitude: float
+    longitude: float
+    coast: float
+    fmt: Format
+    rng: random.Random
+    base: float = 0.0
+    state: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return KINDS[self.kind]
+
+
+class Weather:
+    """Regency-wide rain: bursts that start more often in the afternoon (WIB)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._until = 0.0
+        self.intensity = 0.0  # mm per hour now
+        self.wetness = 0.0  # recent rain, decaying (drives rivers and washes out dust)
+        self._last = time.time()
+
+    def step(self, now: float) -> None:
+        dt = max(0.0, now - self._last)
+        self._last = now
+        hour = ((now / 3600) + 7) % 24
+        if now >= self._until:
+            self.intensity = 0.0
+            start_per_hour = 0.35 if 13 <= hour <= 18 else 0.05
+            if self._rng.random() < start_per_hour * dt / 3600:
+                self.intensity = self._rng.uniform(5, 60)
+                self._until = now + self._rng.uniform(300, 2400)
+        self.wetness = self.wetness * math.exp(-dt / 5400) + self.intensity * dt / 3600
+
+
+def build_devices(
+    count: int, fmt: Format | Literal["mixed"] = "mixed", seed: int = 7
+) -> list[Device]:
+    rng = random.Random(seed)
+    kinds = [k for k, w in _KIND_WEIGHTS.items() for _ in range(w)]
+    devices = []
+    per_place: dict[tuple[str, str], int] = {}
+    for i in range(count):
+        name, lat, lon, coast = KECAMATAN[i % len(KECAMATAN)]
+        kind = kinds[(i // len(KECAMATAN) + i) % len(kinds)]
+        number = per_place.get((name, kind), 0) + 1
+        per_place[(name, kind)] = number
+        devices.append(
+            Device(
+                device_id=f"{kind}-{slug(name)}-{number:02d}",
+                kind=kind,
+                kecamatan=name,
+                latitude=round(lat + rng.uniform(-0.02, 0.02), 5),
+                longitude=round(lon + rng.uniform(-0.02, 0.02), 5),
+                coast=coast,
+                fmt=FORMATS[i % 3] if fmt == "mixed" else fmt,
+                rng=random.Random(rng.random()),
+                base=rng.uniform(0.8, 1.2),
+            )
+        )
+    return devices
+
+
+def sample(device: Device, weather: Weather, now: float) -> dict[str, float]:
+    """The device's readings at `now` (epoch seconds)."""
+    rng = device.rng
+    local = datetime.fromtimestamp(now, UTC) + WIB
+    hour = local.hour + local.minute / 60
+    weekday = local.weekday() < 5
+    if device.kind == "wl":
+        tide = (1 - device.coast) * 60 * math.sin(2 * math.pi * now / (12.42 * 3600))
+        level = 120 * device.base + tide + 8 * weather.wetness * (0.5 + device.coast)
+        return {"water_level_cm": round(level + rng.gauss(0, 1.5), 1)}
+    if device.kind == "rg":
+        local_rain = weather.intensity * rng.uniform(0.6, 1.4) if weather.intensity else 0.0
+        return {"rain_mm": round(local_rain / 60, 2)}  # mm in the last minute
+    if device.kind == "aq":
+        cycle = 18 * math.exp(-(((hour - 8) / 2) ** 2)) + 14 * math.exp(
+            -(((hour - 20.5) / 2.5) ** 2)
+        )
+        washout = 1 / (1 + weather.wetness / 4)
+        pm25 = max(3.0, (25 * device.base + cycle) * washout + rng.gauss(0, 2))
+        return {"pm25_ugm3": round(pm25, 1), "pm10_ugm3": round(pm25 * rng.uniform(1.4, 1.9), 1)}
+    if device.kind == "tc":
+        rush = math.exp(-(((hour - 7.5) / 1.2) ** 2)) + math.exp(-(((hour - 17.5) / 1.5) ** 2))
+        base = 20 + 160 * rush if weekday else 30 + 40 * math.exp(-(((hour - 12) / 4) ** 2))
+        night = 0.3 if hour < 5 or hour > 22 else 1.0
+        return {"vehicles": float(max(0, round(base * night * device.base + rng.gauss(0, 6))))}
+    # street light: on from 18:00 to 05:45 WIB; now and then a lamp fails
+    on = hour >= 18 or hour < 5.75
+    failed = device.state.get("failed", 0.0) > now
+    if not failed and rng.random() < 0.0005:
+        device.state["failed"] = now + 3600
+        failed = True
+    lit = on and not failed
+    return {"power_w": round(rng.uniform(95, 130) if lit else 0.4, 1), "lamp_on": float(lit)}
+
+
+def messages(device: Device, readings: dict[str, float], now: float) -> Iterator[tuple[str, bytes]]:
+    """The MQTT messages of one report, in the device's format, on the default mappings' topics."""
+    kec = slug(device.kecamatan)
+    if device.fmt == "number":
+        for metric, value in readings.items():
+            yield f"bekasi/{kec}/{device.device_id}/{metric}", repr(value).encode()
+    elif device.fmt == "json":
+        doc = {"ts": int(now * 1000), "readings": readings}
+        yield f"bekasi-json/{kec}/{device.device_id}", orjson.dumps(doc)
+    else:
+        records: list[dict[str, object]] = [{"n": m, "v": v} for m, v in readings.items()]
+        records[0]["bt"] = round(now, 3)
+        yield f"bekasi-senml/{kec}/{device.device_id}", orjson.dumps(records)
+
+
+class Simulator:
+    """Publishes the devices' reports at `rate` messages per second in total (QoS 1)."""
+
+    def __init__(
+        self,
+        devices: list[Device],
+        *,
+        host: str,
+        port: int,
+        rate: float,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.devices = devices
+        self.rate = rate
+        self.sent = 0
+        self._weather = Weather(random.Random(11))
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"pantau-simulator-{uuid.uuid4().hex[:6]}"
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.max_inflight_messages_set(1000)
+        self._host, self._port = host, port
+
+    def worker(self) -> Worker:
+        async def run(stop: asyncio.Event) -> None:
+            thread_stop = threading.Event()
+            publishing = asyncio.ensure_future(asyncio.to_thread(self.run, thread_stop))
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({publishing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                thread_stop.set()
+                await asyncio.wait({publishing})
+            publishing.result()
+
+        return Worker("simulator", run)
+
+    def run(self, stop: threading.Event, duration: float | None = None) -> int:
+        """Publish until `stop` is set (or `duration` seconds passed); return messages sent."""
+        self._client.connect(self._host, self._port)
+        self._client.loop_start()
+        try:
+            started = time.monotonic()
+            next_at = started
+            for topic, payload in self._stream():
+                if stop.is_set() or (
+                    duration is not None and time.monotonic() - started >= duration
+                ):
+                    break
+                self._client.publish(topic, payload, qos=1)
+                self.sent += 1
+                next_at += 1 / self.rate
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+                elif delay < -1:
+                    next_at = time.monotonic()  # fell behind: do not burst to catch up
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+        return self.sent
+
+    def _stream(self) -> Iterator[tuple[str, bytes]]:
+        while True:
+            for device in self.devices:
+                now = time.time()
+                self._weather.step(now)
+                yield from messages(device, sample(device, self._weather, now), now)

@@ -1,0 +1,27 @@
+"""What every `pantau` sub-command shares, wherever its domain defines it: the `--config` given
+to the root command and the settings loaded from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pantau import logs
+from pantau.settings import Settings, load_settings
+
+WIB = ZoneInfo("Asia/Jakarta")
+
+
+class _State:
+    config: Path | None = None
+
+
+state = _State()
+
+
+def settings(configure_logs: bool = True) -> Settings:
+    """The settings of this invocation; configures logging unless told not to."""
+    loaded = load_settings(state.config)
+    if configure_logs:
+        logs.configure(loaded.log.level, loaded.log.format)
+    return loaded
