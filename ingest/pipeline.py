@@ -86,6 +86,8 @@ class Pipeline:
             while True:
                 messages = self._take()
                 if messages:
+                    if self._settings.unregistered_devices == "quarantine":
+                        self._refresh_registry()  # before decoding: the policy applies there
                     self._deliver(self._processor.batch(messages))
                 elif self._stopping:
                     break
@@ -122,8 +124,6 @@ class Pipeline:
         return taken
 
     def _deliver(self, batch: Batch) -> None:
-        if self._settings.unregistered_devices == "quarantine":
-            self._refresh_registry()
         if self._database_ready():
             try:
                 self._committed(batch, self._timed_write(batch))

@@ -132,8 +132,8 @@ def build_devices(
                 device_id=f"{kind}-{slug(name)}-{number:02d}",
                 kind=kind,
                 kecamatan=name,
-                latitude=round(lat + rng.uniform(-0.02, 0.02), 5),
-                longitude=round(lon + rng.uniform(-0.02, 0.02), 5),
+                latitude=round(_clamp(lat + rng.uniform(-0.02, 0.02), -6.45, -5.95), 5),
+                longitude=round(_clamp(lon + rng.uniform(-0.02, 0.02), 106.97, 107.30), 5),
                 coast=coast,
                 fmt=FORMATS[i % 3] if fmt == "mixed" else fmt,
                 rng=random.Random(rng.random()),
@@ -141,6 +141,11 @@ def build_devices(
             )
         )
     return devices
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    """Keep simulated positions inside the regency's extent."""
+    return min(high, max(low, value))
 
 
 def sample(device: Device, weather: Weather, now: float) -> dict[str, float]:

@@ -50,6 +50,7 @@ class Subscriber:
         self._generation = 0
         self._connected = False
         self.reason = "not connected yet"
+        self._refusal: str | None = None  # why the broker said no, kept over later noise
         self._client = self._make_client()
 
     @property
@@ -66,17 +67,20 @@ class Subscriber:
         """Connect, receive and reconnect (backoff with jitter) until `stop` is set."""
         failures = 0
         while not stop.is_set():
+            self._refusal = None
             try:
                 self._connect()
             except (OSError, ssl.SSLError) as exc:
                 self._set_down(f"cannot connect: {exc}")
             else:
-                failures = 0
                 while not stop.is_set():
                     rc = self._client.loop(timeout=0.5)
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        self._set_down(f"connection lost ({mqtt.error_string(rc)})")
+                        lost = f"connection lost ({mqtt.error_string(rc)})"
+                        self._set_down(self._refusal or lost)
                         break
+                if self._connected or self._refusal is None:
+                    failures = 0
             if stop.is_set():
                 break
             delay = self._backoff(failures)
@@ -153,7 +157,8 @@ class Subscriber:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
-            self._set_down(f"broker refused the connection: {reason}")
+            self._refusal = f"broker refused the connection: {reason}"
+            self._set_down(self._refusal)
             client.disconnect()
             return
         with self._lock:
@@ -182,7 +187,7 @@ class Subscriber:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        self._set_down(f"disconnected ({reason})")
+        self._set_down(self._refusal or f"disconnected ({reason})")
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._metrics.messages_received.inc()

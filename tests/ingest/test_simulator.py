@@ -1,0 +1,150 @@
+import os
+import random
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.batch import Message, Processor
+from ingest.simulator import KECAMATAN, Weather, build_devices, messages, sample
+from pantau.embedded import MosquittoBroker
+from pantau.mappings import default_mappings
+
+
+def at_wib(hour: float, day: int = 25) -> float:
+    """Epoch seconds of a Wednesday (2026-11-25) at `hour` WIB."""
+    return datetime(2026, 11, day, tzinfo=UTC).timestamp() + (hour - 7) * 3600
+
+
+def dry() -> Weather:
+    return Weather(random.Random(1))
+
+
+def test_every_simulated_message_decodes_with_the_default_mappings() -> None:
+    devices = build_devices(230)
+    processor = Processor.from_settings(default_mappings(), 300, 7)
+    now = datetime.now(UTC)
+    batch = processor.batch(
+        Message(topic, payload, now)
+        for device in devices
+        for topic, payload in messages(
+            device, sample(device, dry(), now.timestamp()), now.timestamp()
+        )
+    )
+    assert batch.quarantine == []
+    assert {d.kecamatan for d in devices} == {k[0] for k in KECAMATAN}
+    assert {d.fmt for d in devices} == {"number", "json", "senml"}
+    assert {d.kind for d in devices} == {"wl", "rg", "aq", "tc", "sl"}
+    assert len({d.device_id for d in devices}) == 230
+    assert {r[1] for r in batch.readings} == {d.device_id for d in devices}
+
+
+def test_positions_inside_the_regency() -> None:
+    for device in build_devices(100):
+        assert -6.45 <= device.latitude <= -5.95
+        assert 106.97 <= device.longitude <= 107.30
+
+
+def test_street_lights_burn_at_night() -> None:
+    lights = [d for d in build_devices(200) if d.kind == "sl"]
+    night = [sample(d, dry(), at_wib(21))["lamp_on"] for d in lights]
+    noon = [sample(d, dry(), at_wib(12))["lamp_on"] for d in lights]
+    assert sum(night) >= len(lights) - 2  # a lamp may have failed
+    assert sum(noon) == 0
+
+
+def test_rush_hour_traffic() -> None:
+    counters = [d for d in build_devices(200) if d.kind == "tc"]
+    rush = sum(sample(d, dry(), at_wib(7.5))["vehicles"] for d in counters)
+    night = sum(sample(d, dry(), at_wib(3))["vehicles"] for d in counters)
+    assert rush > 5 * night
+
+
+def test_tide_is_felt_on_the_coast_not_inland() -> None:
+    devices = [d for d in build_devices(400) if d.kind == "wl"]
+    coast = next(d for d in devices if d.kecamatan == "Muaragembong")
+    inland = next(d for d in devices if d.kecamatan == "Bojongmangu")
+
+    def tidal_range(device) -> float:  # type: ignore[no-untyped-def]
+        levels = [sample(device, dry(), at_wib(h / 2))["water_level_cm"] for h in range(26)]
+        return max(levels) - min(levels)
+
+    assert tidal_range(coast) > 60
+    assert tidal_range(inland) < 15
+
+
+def test_rain_raises_rivers_and_washes_out_dust() -> None:
+    devices = build_devices(200)
+    river = next(d for d in devices if d.kind == "wl")
+    dust = next(d for d in devices if d.kind == "aq")
+    wet = dry()
+    wet.wetness = 20.0
+    now = at_wib(14)
+    assert (
+        sample(river, wet, now)["water_level_cm"] > sample(river, dry(), now)["water_level_cm"] + 50
+    )
+    assert sample(dust, wet, now)["pm25_ugm3"] < sample(dust, dry(), now)["pm25_ugm3"]
+
+
+def test_simulate_command_publishes(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    received: list[str] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_connect = lambda c, *a: c.subscribe(
+        [("bekasi/#", 1), ("bekasi-json/#", 1), ("bekasi-senml/#", 1)]
+    )
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = lambda c, u, m: received.append(m.topic)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    assert subscribed.wait(10)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PANTAU_MQTT__HOST": "127.0.0.1",
+        "PANTAU_MQTT__PORT": str(mosquitto.port),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pantau",
+            "simulate",
+            "--devices",
+            "30",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    client.disconnect()
+    client.loop_stop()
+    assert result.returncode == 0, result.stderr
+    sent = int(result.stdout.strip().split()[-2])
+    assert 150 <= sent <= 210
+    assert len(received) >= 150
+    assert {t.split("/")[0] for t in received} == {"bekasi", "bekasi-json", "bekasi-senml"}
+
+
+def test_simulate_rejects_unknown_format(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pantau", "simulate", "--format", "xml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+        env={"PATH": os.environ["PATH"]},
+    )
+    assert result.returncode == 2
+    assert "--format 'xml': expected mixed, number, json or senml" in result.stderr
