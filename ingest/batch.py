@@ -3,13 +3,12 @@ to write, the payloads to quarantine and the acknowledgements owed once both are
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ingest.decoders import (
     NO_MAPPING,
-    UNREGISTERED,
     Decoder,
     Limits,
     Reading,
@@ -50,6 +49,26 @@ class Batch:
     def __len__(self) -> int:
         return len(self.readings)
 
+    def devices(self) -> set[str]:
+        return {r[1] for r in self.readings}
+
+    def hold_devices(self, devices: set[str], reason: str, explain: str) -> None:
+        """Quarantine, whole, every message with a reading of one of `devices`; its detail is
+        `explain` followed by the message's own devices among them."""
+        held: dict[int, set[str]] = {}
+        for reading, origin in zip(self.readings, self.origins, strict=True):
+            if reading[1] in devices:
+                held.setdefault(origin, set()).add(reading[1])
+        keep = [i for i, o in enumerate(self.origins) if o not in held]
+        self.readings = [self.readings[i] for i in keep]
+        self.origins = [self.origins[i] for i in keep]
+        for index, names in sorted(held.items()):
+            m = self.messages[index]
+            detail = f"{explain}{', '.join(sorted(names))}"[:300]
+            self.quarantine.append(
+                Quarantined(m.received_at, m.topic, m.payload, reason, detail, None)
+            )
+
     @property
     def acks(self) -> list[tuple[int, int, int]]:
         """(mid, qos, generation) of every QoS 1 message in the batch."""
@@ -57,13 +76,11 @@ class Batch:
 
 
 class Processor:
-    """Decodes messages with the configured mappings; `registered` (when set) is the policy for
-    devices not in the registry: their messages are quarantined."""
+    """Decodes messages with the configured mappings."""
 
     def __init__(self, mappings: Sequence[MappingSettings], limits: Limits) -> None:
         self.router = Router(mappings)
         self.decoders: list[Decoder] = [build_decoder(m, limits) for m in mappings]
-        self.registered: Callable[[str], bool] | None = None
 
     @classmethod
     def from_settings(
@@ -94,21 +111,6 @@ class Processor:
         decoder = self.decoders[routed[0]]
         decoded = decoder.decode(message.payload, routed[1], message.received_at)
         readings = decoded.readings
-        registered = self.registered
-        if registered is not None and readings:
-            strangers = sorted({r[1] for r in readings if not registered(r[1])})
-            if strangers:
-                batch.quarantine.append(
-                    Quarantined(
-                        message.received_at,
-                        message.topic,
-                        message.payload,
-                        UNREGISTERED,
-                        f"not in the registry: {', '.join(strangers)[:200]}",
-                        decoder.name,
-                    )
-                )
-                return
         if readings:
             batch.readings.extend(readings)
             batch.origins.extend([index] * len(readings))

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from ingest.batch import Batch, Message, Processor
+from ingest.decoders import UNREGISTERED
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool, SpoolFull
 from ingest.writer import DatabaseDown, Writer, WriteResult
@@ -25,7 +25,7 @@ from pantau.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
-AckFn = Callable[[Sequence[tuple[int, int, int]]], int]
+AckFn = Callable[[Sequence[tuple[int, int, int]]], None]
 
 
 class Pipeline:
@@ -45,36 +45,40 @@ class Pipeline:
         self._spool = spool
         self._metrics = metrics
         self._max_pending = max_pending
-        self._inbox: deque[Message] = deque()
+        self._filling = Batch()
+        self._started: float | None = None  # when the first message of `_filling` came
         self._cond = threading.Condition()
         self._stopping = False
-        self._per_message = 1.0  # readings per message, learned, to size batches
         self._next_db_try = 0.0
-        self._next_registry = 0.0
+        self._registered: frozenset[str] = frozenset()
+        self._registry_read = 0.0  # monotonic time of the last registry read
         self._spool_full_since: float | None = None
-        self.ack: AckFn = lambda acks: 0
-        metrics.pending_messages.set_function(lambda: len(self._inbox))
+        self.ack: AckFn = lambda acks: None
+        metrics.pending_messages.set_function(lambda: len(self._filling.messages))
         metrics.spool_bytes.set_function(lambda: self._spool.size)
         metrics.spool_oldest_seconds.set_function(self._spool.oldest_age)
 
     # --- called from the MQTT network thread --------------------------------------------------
 
     def on_message(self, message: Message) -> None:
+        """Decode into the batch being filled (here, so decoding overlaps the writer's wait on
+        the database) and wake the writer for a new or a full batch."""
         with self._cond:
-            self._inbox.append(message)
-            pending = len(self._inbox)
-            # Wake the writer for the first message (its max-wait clock starts) and when a
-            # batch is full.
-            if pending == 1 or pending >= self._trigger():
+            batch = self._filling
+            self._processor.add(batch, message)
+            if self._started is None:
+                self._started = time.monotonic()  # the batch's max-wait clock starts
+                self._cond.notify()
+            elif len(batch.readings) >= self._settings.batch_size:
                 self._cond.notify()
             # A second bound behind the broker's receive maximum (MQTT 3.1.1 has none).
-            while len(self._inbox) >= self._max_pending and not self._stopping:
+            while len(self._filling.messages) >= self._max_pending and not self._stopping:
                 self._cond.wait(1.0)
 
     # --- the writer thread ----------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop taking new batches once the inbox is drained."""
+        """Stop taking new batches once what was received is written."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -84,11 +88,9 @@ class Pipeline:
         try:
             self._database_ready()
             while True:
-                messages = self._take()
-                if messages:
-                    if self._settings.unregistered_devices == "quarantine":
-                        self._refresh_registry()  # before decoding: the policy applies there
-                    self._deliver(self._processor.batch(messages))
+                batch = self._take()
+                if batch is not None:
+                    self._deliver(batch)
                 elif self._stopping:
                     break
                 else:
@@ -98,32 +100,36 @@ class Pipeline:
             self._spool.close()
             self._metrics.database_connected.set(0)
 
-    def _trigger(self) -> int:
-        return max(1, int(self._settings.batch_size / self._per_message))
-
-    def _take(self) -> list[Message]:
+    def _take(self) -> Batch | None:
+        """The filled batch, once full or `batch_max_wait_seconds` old; None when idle."""
         max_wait = self._settings.batch_max_wait_seconds
         with self._cond:
             while True:
-                if len(self._inbox) >= self._trigger() or (self._stopping and self._inbox):
+                batch = self._filling
+                if batch.messages and (
+                    self._stopping or len(batch.readings) >= self._settings.batch_size
+                ):
                     break
-                if self._inbox:
-                    waited = time.time() - self._inbox[0].received_at.timestamp()
+                if self._started is not None:
+                    waited = time.monotonic() - self._started
                     if waited >= max_wait:
                         break
                     self._cond.wait(max_wait - waited)
                 elif self._stopping:
-                    return []
+                    return None
                 else:
                     idle = self._settings.database_retry_seconds
                     if not self._cond.wait(idle if not self._spool.empty else 5.0):
-                        return []
-            count = min(len(self._inbox), self._trigger())
-            taken = [self._inbox.popleft() for _ in range(count)]
+                        return None
+            self._filling = Batch()
+            self._started = None
             self._cond.notify_all()
-        return taken
+        self._metrics.messages_received.inc(len(batch.messages))
+        return batch
 
     def _deliver(self, batch: Batch) -> None:
+        if self._settings.unregistered_devices == "quarantine":
+            self._hold_strangers(batch)
         if self._database_ready():
             try:
                 self._committed(batch, self._timed_write(batch))
@@ -216,10 +222,6 @@ class Pipeline:
     def _acknowledge(self, batch: Batch) -> None:
         if batch.messages:
             self.ack(batch.acks)
-            readings = len(batch.readings)
-            self._per_message = 0.8 * self._per_message + 0.2 * max(
-                1.0, readings / len(batch.messages)
-            )
 
     def _count(self, batch: Batch, result: WriteResult) -> None:
         m = self._metrics
@@ -236,13 +238,17 @@ class Pipeline:
                 observe((now - reading[0]).total_seconds())
                 previous = origin
 
-    def _refresh_registry(self) -> None:
-        now = time.monotonic()
-        if now < self._next_registry or not self._writer_up():
-            return
-        try:
-            known = self._writer.registered_devices()
-        except DatabaseDown:
-            return
-        self._processor.registered = known.__contains__
-        self._next_registry = now + 30.0
+    def _hold_strangers(self, batch: Batch) -> None:
+        """Policy `quarantine`: messages of devices not in the registry are held. An unknown
+        device makes us look in the registry again (at most once a second), so a device
+        registered a moment ago is accepted at once."""
+        strangers = batch.devices() - self._registered
+        if strangers and time.monotonic() - self._registry_read > 1.0 and self._writer_up():
+            try:
+                self._registered = self._writer.registered_devices()
+                self._registry_read = time.monotonic()
+            except DatabaseDown:
+                pass  # judged on what we knew; the batch goes to the spool anyway
+            strangers = batch.devices() - self._registered
+        if strangers:
+            batch.hold_devices(strangers, UNREGISTERED, "not in the registry: ")

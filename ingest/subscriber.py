@@ -16,6 +16,7 @@ import logging
 import random
 import ssl
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import cast
@@ -51,6 +52,7 @@ class Subscriber:
         self._connected = False
         self.reason = "not connected yet"
         self._refusal: str | None = None  # why the broker said no, kept over later noise
+        self._acks: deque[Sequence[tuple[int, int, int]]] = deque()
         self._client = self._make_client()
 
     @property
@@ -74,7 +76,8 @@ class Subscriber:
                 self._set_down(f"cannot connect: {exc}")
             else:
                 while not stop.is_set():
-                    rc = self._client.loop(timeout=0.5)
+                    self._send_acks()
+                    rc = self._client.loop(timeout=0.02 if self._acks else 0.1)
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         lost = f"connection lost ({mqtt.error_string(rc)})"
                         self._set_down(self._refusal or lost)
@@ -90,17 +93,24 @@ class Subscriber:
             stop.wait(delay)
         self._close()
 
-    def ack(self, acks: Sequence[tuple[int, int, int]]) -> int:
-        """Acknowledge messages that came on the current connection; return how many."""
+    def ack(self, acks: Sequence[tuple[int, int, int]]) -> None:
+        """Release acknowledgements (from the writer thread); the network thread sends them."""
+        self._acks.append(acks)
+
+    def _send_acks(self) -> int:
+        """Acknowledge released messages that came on the current connection (network thread)."""
         sent = 0
-        with self._lock:
-            if not self._connected:
-                return 0
-            generation = self._generation
-            for mid, qos, gen in acks:
-                if gen == generation and qos:
-                    self._client.ack(mid, qos)
-                    sent += 1
+        while self._acks:
+            acks = self._acks.popleft()
+            with self._lock:
+                if not self._connected:
+                    continue  # the broker redelivers them on the next connection
+                generation = self._generation
+                ack = self._client.ack
+                for mid, qos, gen in acks:
+                    if gen == generation and qos:
+                        ack(mid, qos)
+                        sent += 1
         if sent:
             self._metrics.messages_acked.inc(sent)
         return sent
@@ -128,8 +138,8 @@ class Subscriber:
                 certfile=str(s.tls_cert_file) if s.tls_cert_file else None,
                 keyfile=str(s.tls_key_file) if s.tls_key_file else None,
             )
-        # Acks come from the writer thread. With this callback set, paho only queues them and
-        # wakes its network thread, which does all socket writes: two threads never write at once.
+        # Only the network thread writes to the socket (acks included); with this callback set,
+        # paho never writes from another thread even if a future change calls it from one.
         client.on_socket_register_write = _let_network_thread_write
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -190,7 +200,6 @@ class Subscriber:
         self._set_down(self._refusal or f"disconnected ({reason})")
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._metrics.messages_received.inc()
         self._deliver(
             Message(
                 msg.topic,
@@ -212,6 +221,8 @@ class Subscriber:
 
     def _close(self) -> None:
         try:
+            if self._send_acks():  # what the writer released while we were stopping
+                self._client.loop(timeout=0.2)
             self._client.disconnect()
             self._client.loop(timeout=0.2)
         except (OSError, ssl.SSLError):

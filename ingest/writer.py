@@ -1,6 +1,8 @@
-"""The COPY writer: a batch goes into `readings` in one transaction, binary COPY into a staging
-table then an idempotent insert (redelivered readings are ignored), with `device_last_seen` and
-the batch's quarantined payloads. A batch the database refuses is split to find the bad rows.
+"""The COPY writer: a batch goes into `readings` in one transaction, with `device_last_seen` and
+the batch's quarantined payloads. Binary COPY goes straight into `readings` (inside a savepoint);
+when that collides with rows already there (a redelivery), the batch goes through a staging
+table and an idempotent insert instead. A batch the database refuses is split to find the bad
+rows.
 
 Runs on the ingestion writer thread with a plain (sync) psycopg connection: the event loop stays
 free for HTTP, and COPY formatting happens in psycopg's C code.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import errors
@@ -26,17 +28,19 @@ CREATE TEMP TABLE IF NOT EXISTS readings_staging (
     time timestamptz, device_id text, metric text, value double precision
 ) ON COMMIT DELETE ROWS
 """
-_COPY = "COPY readings_staging (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGING = "COPY readings_staging (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
+_COPY_DIRECT = "COPY readings (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
 _TYPES = ["timestamptz", "text", "text", "float8"]
 _MERGE = """
 INSERT INTO readings (time, device_id, metric, value)
 SELECT time, device_id, metric, value FROM readings_staging
 ON CONFLICT DO NOTHING
 """
-# Devices in a fixed order so concurrent instances lock their rows in the same order.
+# Devices come sorted, so concurrent instances lock their rows in the same order.
 _LAST_SEEN = """
 INSERT INTO device_last_seen AS s (device_id, last_reading_at, last_received_at)
-SELECT device_id, max(time), now() FROM readings_staging GROUP BY device_id ORDER BY device_id
+SELECT device_id, last_reading_at, now()
+FROM unnest(%s::text[], %s::timestamptz[]) AS u (device_id, last_reading_at)
 ON CONFLICT (device_id) DO UPDATE
     SET last_reading_at = GREATEST(s.last_reading_at, EXCLUDED.last_reading_at),
         last_received_at = EXCLUDED.last_received_at
@@ -142,7 +146,7 @@ class Writer:
             part = todo.pop()
             try:
                 with conn.transaction(force_rollback=True), conn.cursor() as cur:
-                    self._copy(cur, [readings[i] for i in part])
+                    self._copy(cur, [readings[i] for i in part], _COPY_STAGING)
                     cur.execute(_MERGE)
                 good.extend(part)
             except (errors.DataError, errors.IntegrityError, errors.ProgrammingError):
@@ -160,10 +164,16 @@ class Writer:
         with conn.transaction(), conn.cursor() as cur:
             written = 0
             if readings:
-                self._copy(cur, readings)
-                cur.execute(_MERGE)
-                written = cur.rowcount
-                cur.execute(_LAST_SEEN)
+                try:
+                    with conn.transaction():
+                        self._copy(cur, readings, _COPY_DIRECT)
+                    written = len(readings)
+                except errors.UniqueViolation:
+                    # Some are there already (a redelivery): merge, skipping those.
+                    self._copy(cur, readings, _COPY_STAGING)
+                    cur.execute(_MERGE)
+                    written = cur.rowcount
+                cur.execute(_LAST_SEEN, _latest_per_device(readings))
             if quarantined:
                 cur.executemany(
                     _QUARANTINE,
@@ -176,8 +186,8 @@ class Writer:
         result.duplicates += len(readings) - written
 
     @staticmethod
-    def _copy(cur: psycopg.Cursor, readings: Sequence[Reading]) -> None:
-        with cur.copy(_COPY) as copy:
+    def _copy(cur: psycopg.Cursor, readings: Sequence[Reading], statement: str) -> None:
+        with cur.copy(statement) as copy:
             copy.set_types(_TYPES)
             write_row = copy.write_row
             for row in readings:
@@ -217,3 +227,14 @@ class Writer:
         if self._conn is None:
             raise DatabaseDown("not connected")
         return self._conn
+
+
+def _latest_per_device(readings: Sequence[Reading]) -> tuple[list[str], list[datetime]]:
+    latest: dict[str, datetime] = {}
+    get = latest.get
+    for when, device, _, _ in readings:
+        seen = get(device)
+        if seen is None or when > seen:
+            latest[device] = when
+    devices = sorted(latest)
+    return devices, [latest[d] for d in devices]
