@@ -68,7 +68,7 @@ class IngestMetrics:
             ),
             lag_seconds=Histogram(
                 "pantau_ingest_lag_seconds",
-                "Commit time minus reading time (first reading of each message)",
+                "Commit time minus reading time (up to 100 readings sampled per batch)",
                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
                 registry=registry,
             ),

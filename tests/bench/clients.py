@@ -1,6 +1,7 @@
 """Baseline clients for the ingestion benchmark, run as their own processes.
 
-  python tests/bench/clients.py bare PORT COUNT        count QoS 1 messages (the broker ceiling)
+  python tests/bench/clients.py bare PORT COUNT [5]    count QoS 1 messages (the broker ceiling),
+                                                        MQTT 3.1.1 or (with 5) MQTT 5
   python tests/bench/clients.py naive PORT SECONDS DSN  INSERT each message's readings (what a
                                                         user would write first)
   python tests/bench/clients.py paced PORT RATE SECONDS publish 1-reading messages stamped with
@@ -24,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 TOPIC = "bench/#"
 
 
-def bare(port: int, count: int) -> None:
+def bare(port: int, count: int, protocol: mqtt.MQTTProtocolVersion) -> None:
     done = threading.Event()
     state = {"n": 0, "first": 0.0, "last": 0.0}
 
@@ -36,7 +37,9 @@ def bare(port: int, count: int) -> None:
             state["last"] = time.perf_counter()
             done.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bare-{uuid.uuid4().hex[:6]}")
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"bare-{uuid.uuid4().hex[:6]}", protocol=protocol
+    )
     client.on_connect = lambda c, *a: c.subscribe(TOPIC, qos=1)
     client.on_message = on_message
     client.connect("127.0.0.1", port)
@@ -118,7 +121,8 @@ def paced(port: int, rate: float, seconds: float) -> None:
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "bare":
-        bare(int(sys.argv[2]), int(sys.argv[3]))
+        version = mqtt.MQTTv5 if sys.argv[4:] == ["5"] else mqtt.MQTTv311
+        bare(int(sys.argv[2]), int(sys.argv[3]), version)
     elif mode == "naive":
         naive(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
     elif mode == "paced":

@@ -80,7 +80,7 @@ async def test_metrics_after_ingesting(settings: Settings) -> None:
     assert m["pantau_ingest_messages_quarantined_total{reason=malformed_payload}"] == 1
     assert m["pantau_ingest_batch_readings_count"] >= 1
     assert m["pantau_ingest_write_seconds_count"] >= 1
-    assert m["pantau_ingest_lag_seconds_count"] == 300
+    assert 100 <= m["pantau_ingest_lag_seconds_count"] <= 300  # sampled, 100 per batch at most
     assert m["pantau_ingest_pending_messages"] == 0
     assert m["pantau_ingest_database_connected"] == 1
 
