@@ -287,10 +287,7 @@ class JsonDecoder(Decoder):
     def _extract(
         self, payload: bytes, captured: dict[str, str], received_at: datetime, out: Decoded
     ) -> None:
-        try:
-            doc = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise BadField(MALFORMED, f"payload is not JSON: {exc}") from None
+        doc = _json(payload)
         for item in doc if type(doc) is list else (doc,):
             if type(item) is not dict:
                 raise BadField(MALFORMED, f"expected a JSON object, got {type(item).__name__}")
@@ -351,10 +348,7 @@ class SenmlDecoder(Decoder):
     def _extract(
         self, payload: bytes, captured: dict[str, str], received_at: datetime, out: Decoded
     ) -> None:
-        try:
-            pack = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise BadField(MALFORMED, f"payload is not JSON: {exc}") from None
+        pack = _json(payload)
         if type(pack) is not list:
             raise BadField(MALFORMED, "SenML payload must be a JSON array of records")
         from_base = self.mapping.device == "$bn"
@@ -392,6 +386,13 @@ class SenmlDecoder(Decoder):
                 out.problem(MISSING_FIELD, f"SenML record {_short(record)} has no name")
                 continue
             self._add(out, when, device_id, metric, raw, received_at)
+
+
+def _json(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise BadField(MALFORMED, f"payload is not JSON: {exc}") from None
 
 
 def _senml_num(raw: Any, key: str) -> float:

@@ -131,13 +131,20 @@ class Pipeline:
     def _deliver(self, batch: Batch) -> None:
         if self._settings.unregistered_devices == "quarantine":
             self._hold_strangers(batch)
-        if self._database_ready():
-            try:
-                self._committed(batch, self._timed_write(batch))
-                return
-            except DatabaseDown as exc:
-                self._database_lost(exc)
-        self._spool_or_hold(batch)
+        if not self._commit(batch):
+            self._spool_or_hold(batch)
+
+    def _commit(self, batch: Batch) -> bool:
+        """Write and acknowledge the batch if the database is up (spool replayed first)."""
+        if not self._database_ready():
+            return False
+        try:
+            result = self._timed_write(batch)
+        except DatabaseDown as exc:
+            self._database_lost(exc)
+            return False
+        self._committed(batch, result)
+        return True
 
     def _spool_or_hold(self, batch: Batch) -> None:
         """Spool and acknowledge; when the spool is full, keep the batch unacknowledged until
@@ -153,12 +160,8 @@ class Pipeline:
                     if self._stopping:
                         return
                     self._cond.wait(self._settings.database_retry_seconds)
-                if self._database_ready():
-                    try:
-                        self._committed(batch, self._timed_write(batch))
-                        return
-                    except DatabaseDown as down:
-                        self._database_lost(down)
+                if self._commit(batch):
+                    return
                 continue
             self._spool_full_since = None
             self._acknowledge(batch)

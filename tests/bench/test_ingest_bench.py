@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from pantau.embedded import MosquittoBroker, PostgresCluster, free_port
+from tests.fixtures.servers import throwaway_postgres
 
 pytestmark = pytest.mark.bench
 
@@ -61,23 +62,15 @@ class Report:
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[PostgresCluster, MosquittoBroker, Path]]:
+    # Durable settings, as in production: fsync and synchronous commit stay on.
+    options = ("-c shared_buffers=256MB", "-c max_wal_size=4GB")
     base = Path(tempfile.mkdtemp(prefix="pantau-bench-"))
     base.chmod(0o755)
-    # Durable settings, as in production: fsync and synchronous commit stay on.
-    cluster = PostgresCluster(
-        base / "pg",
-        base / "run",
-        base / "pg.log",
-        port=free_port(),
-        server_options=["-c shared_buffers=256MB", "-c max_wal_size=4GB"],
-    )
-    cluster.init(fast=True)
-    cluster.start()
-    broker = MosquittoBroker(base / "mqtt", port=free_port())
-    broker.start()
-    yield cluster, broker, base
-    broker.stop()
-    cluster.stop()
+    with throwaway_postgres(options) as cluster:
+        broker = MosquittoBroker(base / "mqtt", port=free_port())
+        broker.start()
+        yield cluster, broker, base
+        broker.stop()
     shutil.rmtree(base, ignore_errors=True)
 
 

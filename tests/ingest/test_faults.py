@@ -8,8 +8,6 @@ spool filled while the database is down.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -21,32 +19,13 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from pantau.embedded import MosquittoBroker, PostgresCluster, free_port
+from pantau.embedded import MosquittoBroker, PostgresCluster
 from tests.fixtures.mqtt import Publisher
 from tests.fixtures.pantau_proc import PantauProcess
 
 MESSAGES = 2_000
 PER_MESSAGE = 10
 READINGS = MESSAGES * PER_MESSAGE
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresCluster]:
-    """A cluster of this test's own, to stop and start."""
-    base = Path(tempfile.mkdtemp(prefix="pantau-pg-"))
-    base.chmod(0o755)
-    cluster = PostgresCluster(
-        base / "data",
-        base / "run",
-        base / "pg.log",
-        port=free_port(),
-        server_options=["-c fsync=off"],
-    )
-    cluster.init(fast=True)
-    cluster.start()
-    yield cluster
-    cluster.stop("immediate")
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
