@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import typer
-from fastapi import APIRouter
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from pantau.context import ServiceContext
 from pantau.supervisor import Worker
@@ -13,8 +14,17 @@ def workers(ctx: ServiceContext) -> list[Worker]:
     return []
 
 
-def routers() -> list[APIRouter]:
-    return []
+def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
+    from devices.api import registry_error_response, router
+    from devices.credentials import NoCredentials
+    from devices.registry import RegistryError
+
+    app.state.credentials = NoCredentials()
+    app.include_router(router)
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
+        return registry_error_response(exc)
 
 
 def register_cli(app: typer.Typer) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from fastapi import APIRouter
+from fastapi import FastAPI
 
 from pantau.context import ServiceContext
 from pantau.supervisor import Worker
@@ -13,8 +13,8 @@ def workers(ctx: ServiceContext) -> list[Worker]:
     return []
 
 
-def routers() -> list[APIRouter]:
-    return []
+def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
+    return None
 
 
 def register_cli(app: typer.Typer) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from fastapi import APIRouter
+from fastapi import FastAPI
 
 from ingest.service import IngestService
 from pantau.context import ServiceContext
@@ -14,8 +14,8 @@ def workers(ctx: ServiceContext) -> list[Worker]:
     return [IngestService(ctx).worker()]
 
 
-def routers() -> list[APIRouter]:
-    return []
+def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
+    return None
 
 
 def register_cli(app: typer.Typer) -> None:

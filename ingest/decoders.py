@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from pantau.ids import DEVICE_ID, METRIC
 from pantau.mappings import CONVERSIONS, MappingSettings
 
 # (time, device_id, metric, value): the row written to `readings`.
@@ -47,8 +48,6 @@ REASONS = (
     REJECTED,
 )
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-METRIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/%-]{0,127}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SENML_RELATIVE = 2**28  # SenML times below this are relative to now (RFC 8428 4.5.3)
 _UNIT_DIVISORS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}

@@ -25,36 +25,13 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pantau.regency import KECAMATAN as REGENCY_KECAMATAN
+from pantau.regency import LATITUDE, LONGITUDE
 from pantau.supervisor import Worker
 
 log = logging.getLogger(__name__)
 
-# (name, latitude, longitude, distance to the coast 0..1 where 0 = on the coast)
-KECAMATAN: tuple[tuple[str, float, float, float], ...] = (
-    ("Babelan", -6.1333, 107.0333, 0.25),
-    ("Bojongmangu", -6.4333, 107.1667, 1.0),
-    ("Cabangbungin", -6.0667, 107.1333, 0.15),
-    ("Cibarusah", -6.4333, 107.0833, 1.0),
-    ("Cibitung", -6.2667, 107.0833, 0.6),
-    ("Cikarang Barat", -6.2667, 107.1000, 0.6),
-    ("Cikarang Pusat", -6.3500, 107.1500, 0.75),
-    ("Cikarang Selatan", -6.3500, 107.1000, 0.8),
-    ("Cikarang Timur", -6.2833, 107.1833, 0.65),
-    ("Cikarang Utara", -6.2833, 107.1333, 0.6),
-    ("Karangbahagia", -6.1833, 107.1167, 0.4),
-    ("Kedungwaringin", -6.2333, 107.2333, 0.55),
-    ("Muaragembong", -5.9833, 107.0333, 0.0),
-    ("Pebayuran", -6.1500, 107.2833, 0.35),
-    ("Serang Baru", -6.3833, 107.1000, 0.9),
-    ("Setu", -6.3500, 107.0333, 0.85),
-    ("Sukakarya", -6.1000, 107.1833, 0.25),
-    ("Sukatani", -6.1667, 107.1500, 0.35),
-    ("Sukawangi", -6.0333, 107.1000, 0.1),
-    ("Tambelang", -6.1667, 107.0833, 0.4),
-    ("Tambun Selatan", -6.2667, 107.0500, 0.6),
-    ("Tambun Utara", -6.2000, 107.0667, 0.5),
-    ("Tarumajaya", -6.1000, 106.9833, 0.15),
-)
+KECAMATAN = [(k.name, k.latitude, k.longitude, k.coast) for k in REGENCY_KECAMATAN]
 
 WIB = timedelta(hours=7)
 Format = Literal["number", "json", "senml"]
@@ -132,8 +109,8 @@ def build_devices(
                 device_id=f"{kind}-{slug(name)}-{number:02d}",
                 kind=kind,
                 kecamatan=name,
-                latitude=round(_clamp(lat + rng.uniform(-0.02, 0.02), -6.45, -5.95), 5),
-                longitude=round(_clamp(lon + rng.uniform(-0.02, 0.02), 106.97, 107.30), 5),
+                latitude=round(_clamp(lat + rng.uniform(-0.02, 0.02), *LATITUDE), 5),
+                longitude=round(_clamp(lon + rng.uniform(-0.02, 0.02), *LONGITUDE), 5),
                 coast=coast,
                 fmt=FORMATS[i % 3] if fmt == "mixed" else fmt,
                 rng=random.Random(rng.random()),

@@ -127,6 +127,72 @@ def db_status() -> None:
 _STATUS_HEADER = ("version", "name", "flavor", "applied")
 
 
+token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="operator (read), technician (devices) or admin")],
+    name: Annotated[str, typer.Option(help="who or what holds it, e.g. 'Budi, teknisi Setu'")],
+) -> None:
+    """Create an API token and print it (shown this once)."""
+    from pantau import auth, db
+
+    auth.check_role(role)
+    settings = cliapp.settings()
+
+    async def go() -> auth.CreatedToken:
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            return await auth.create_token(conn, name, role, cliapp.actor())
+
+    created = asyncio.run(go())
+    typer.echo(f"token {created.id} ({created.role}) for {created.name}:")
+    typer.echo(created.token)
+    typer.echo(
+        f"Store it now: it is not shown again. Revoke with `pantau token revoke {created.id}`.",
+        err=True,
+    )
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (never the tokens themselves)."""
+    from pantau import auth, db
+
+    settings = cliapp.settings()
+
+    async def go() -> list[auth.TokenInfo]:
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            return await auth.list_tokens(conn)
+
+    for t in asyncio.run(go()):
+        state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+        used = (
+            f"last used {t.last_used_at.astimezone(WIB):%Y-%m-%d %H:%M} WIB"
+            if t.last_used_at
+            else "never used"
+        )
+        typer.echo(f"{t.id:>4}  {t.role:<10}  {state:<18}  {used:<30}  {t.name}")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[int, typer.Argument(help="the token's number")]) -> None:
+    """Revoke a token: it stops working at once."""
+    from pantau import auth, db
+    from pantau.errors import ConfigError
+
+    settings = cliapp.settings()
+
+    async def go() -> bool:
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            return await auth.revoke_token(conn, token_id, cliapp.actor())
+
+    if not asyncio.run(go()):
+        raise ConfigError(f"no active token {token_id}: expected a number from `pantau token list`")
+    typer.echo(f"token {token_id} revoked")
+
+
 @app.command("run")
 def run() -> None:
     """Run the service against the configured PostgreSQL and MQTT broker."""

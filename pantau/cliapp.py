@@ -3,6 +3,8 @@ to the root command and the settings loaded from it."""
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -17,6 +19,15 @@ class _State:
 
 
 state = _State()
+
+
+def actor() -> str:
+    """Who acts, for the audit log, when a command changes something."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"cli:{user}"
 
 
 def settings(configure_logs: bool = True) -> Settings:

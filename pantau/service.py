@@ -13,7 +13,7 @@ from typing import Protocol
 
 import psycopg
 import typer
-from fastapi import APIRouter
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -21,7 +21,7 @@ import devices
 import grafana
 import ingest
 import streams
-from pantau import db, http, metrics
+from pantau import auth, db, http, metrics
 from pantau.context import ServiceContext
 from pantau.errors import PantauError
 from pantau.health import Check, Readiness
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class Domain(Protocol):
     def workers(self, ctx: ServiceContext) -> list[Worker]: ...
 
-    def routers(self) -> list[APIRouter]: ...
+    def setup_app(self, app: FastAPI, ctx: ServiceContext) -> None: ...
 
     def register_cli(self, app: typer.Typer) -> None: ...
 
@@ -72,8 +72,11 @@ async def run(
                         log.info("applied %d migrations", len(applied))
             ctx = ServiceContext(settings, pool, registry, readiness)
             readiness.add("database", _database_check(pool, registry))
-            routers = [r for domain in DOMAINS for r in domain.routers()]
-            app = http.build_app(registry, readiness, routers)
+            app = http.build_app(registry, readiness, [auth.router])
+            app.state.pool = pool
+            app.state.settings = settings
+            for domain in DOMAINS:
+                domain.setup_app(app, ctx)
             workers = [
                 http.http_worker(app, sock),
                 storage_worker(pool, settings.storage),

@@ -1,0 +1,241 @@
+"""The registry's HTTP API, under /api/v1. Reads need an operator token, changes a technician's.
+A device's ETag is its version: PATCH and retire need `If-Match`, and get 412 when someone else
+changed the device in between."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from devices import exchange, registry
+from devices.models import (
+    AuditEntry,
+    Device,
+    DeviceIn,
+    DevicePatch,
+    DeviceType,
+    KecamatanOut,
+    PendingDevice,
+    PillarOut,
+    Problem,
+    Reading,
+    Registered,
+    Status,
+)
+from pantau.auth import Principal, require
+
+router = APIRouter(prefix="/api/v1", tags=["devices"])
+Operator = Annotated[Principal, Depends(require("operator"))]
+Technician = Annotated[Principal, Depends(require("technician"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+IfMatch = Annotated[
+    str | None,
+    Header(description='the ETag you read, e.g. "3"; required to change a device'),
+]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such device"},
+    412: {"description": "the device changed since you read it (If-Match)"},
+    422: {"model": list[Problem], "description": "what is wrong, field by field"},
+}
+
+
+@asynccontextmanager
+async def _db(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
+    async with request.app.state.pool.connection() as conn:
+        yield conn
+
+
+def registry_error_response(exc: registry.RegistryError) -> JSONResponse:
+    if isinstance(exc, registry.Invalid):
+        detail = [p.model_dump() for p in exc.problems]
+        return JSONResponse({"detail": detail}, status_code=422)
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+
+def _with_etag(device: Device, response: Response) -> Device:
+    response.headers["ETag"] = device.etag
+    return device
+
+
+def _version(if_match: str | None) -> int:
+    if not if_match:
+        raise registry.PreconditionRequired(
+            'If-Match is required: send the ETag from reading the device, e.g. If-Match: "3"'
+        )
+    try:
+        return int(if_match.strip().removeprefix("W/").strip('"'))
+    except ValueError:
+        raise registry.RegistryError(
+            f'If-Match {if_match!r}: expected the ETag of the device, e.g. "3"'
+        ) from None
+
+
+@router.get("/devices", summary="List devices, with filters")
+async def list_devices(
+    request: Request,
+    who: Operator,
+    kecamatan: str | None = None,
+    device_type: Annotated[str | None, Query(alias="type")] = None,
+    status: Status | None = None,
+    pillar: str | None = None,
+    q: Annotated[str | None, Query(description="text in the id, name or address note")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Device]:
+    async with _db(request) as conn:
+        return await registry.list_devices(
+            conn, registry.Filters(kecamatan, device_type, status, pillar, q, limit, offset)
+        )
+
+
+@router.post("/devices", status_code=201, summary="Register a device", responses=_ERRORS)
+async def create_device(
+    request: Request, body: DeviceIn, response: Response, who: Technician
+) -> Registered:
+    async with _db(request) as conn:
+        device = await registry.create_device(conn, body, who.actor)
+        credentials = await request.app.state.credentials.issue(conn, device, who.actor)
+        if credentials is not None:
+            device = await registry.get_device(conn, device.device_id)
+    _with_etag(device, response)
+    response.headers["Location"] = f"/api/v1/devices/{device.device_id}"
+    return Registered(device=device, credentials=credentials)
+
+
+@router.get("/devices/export", summary="Export devices as CSV or GeoJSON")
+async def export_devices(
+    request: Request,
+    who: Operator,
+    format: Literal["csv", "geojson"] = "csv",
+    kecamatan: str | None = None,
+    device_type: Annotated[str | None, Query(alias="type")] = None,
+    status: Status | None = None,
+) -> Response:
+    async with _db(request) as conn:
+        devices = await registry.list_devices(
+            conn, registry.Filters(kecamatan, device_type, status, limit=1_000_000)
+        )
+    if format == "csv":
+        return Response(exchange.to_csv(devices), media_type="text/csv; charset=utf-8")
+    return Response(exchange.to_geojson(devices), media_type="application/geo+json")
+
+
+@router.post(
+    "/devices/import",
+    summary="Import devices from CSV or GeoJSON: all or nothing",
+    responses={422: _ERRORS[422]},
+    openapi_extra={
+        "requestBody": {
+            "content": {"text/csv": {}, "application/geo+json": {}, "application/json": {}},
+            "required": True,
+        }
+    },
+)
+async def import_devices(request: Request, who: Technician) -> dict[str, int]:
+    body = await request.body()
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind == "text/csv":
+        try:
+            rows = exchange.parse_csv(body.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise registry.Invalid(
+                [Problem(row=None, field="file", message="expected UTF-8 text")]
+            ) from None
+    elif kind in ("application/geo+json", "application/json"):
+        rows = exchange.parse_geojson(body)
+    else:
+        raise registry.RegistryError(
+            f"Content-Type {kind!r}: expected text/csv or application/geo+json"
+        )
+    async with _db(request) as conn:
+        created, updated = await exchange.import_rows(conn, rows, who.actor)
+    return {"created": created, "updated": updated}
+
+
+@router.get("/devices/pending", summary="Devices that report but are not registered")
+async def pending_devices(request: Request, who: Operator) -> list[PendingDevice]:
+    async with _db(request) as conn:
+        return await registry.pending(conn)
+
+
+@router.get("/devices/{device_id}", summary="One device", responses={404: _ERRORS[404]})
+async def get_device(request: Request, device_id: str, response: Response, who: Operator) -> Device:
+    async with _db(request) as conn:
+        return _with_etag(await registry.get_device(conn, device_id), response)
+
+
+@router.patch("/devices/{device_id}", summary="Change a device (If-Match)", responses=_ERRORS)
+async def patch_device(
+    request: Request,
+    device_id: str,
+    body: DevicePatch,
+    response: Response,
+    who: Technician,
+    if_match: IfMatch = None,
+) -> Device:
+    version = _version(if_match)
+    async with _db(request) as conn:
+        device = await registry.update_device(conn, device_id, body, version, who.actor)
+        if body.status is not None:
+            await request.app.state.credentials.follow_status(conn, device, who.actor)
+    return _with_etag(device, response)
+
+
+@router.post(
+    "/devices/{device_id}/retire",
+    summary="Retire a device: its MQTT credentials stop working (If-Match)",
+    responses=_ERRORS,
+)
+async def retire_device(
+    request: Request, device_id: str, response: Response, who: Technician, if_match: IfMatch = None
+) -> Device:
+    version = _version(if_match)
+    async with _db(request) as conn:
+        device = await registry.update_device(
+            conn, device_id, DevicePatch(status="retired"), version, who.actor
+        )
+        await request.app.state.credentials.follow_status(conn, device, who.actor)
+    return _with_etag(device, response)
+
+
+@router.get("/devices/{device_id}/readings/latest", summary="The newest value of each metric")
+async def latest(request: Request, device_id: str, who: Operator) -> list[Reading]:
+    async with _db(request) as conn:
+        await registry.get_device(conn, device_id)
+        return await registry.latest_readings(conn, device_id)
+
+
+@router.get("/device-types", summary="Device types with their metrics and thresholds")
+async def device_types(request: Request, who: Operator) -> list[DeviceType]:
+    async with _db(request) as conn:
+        return await registry.device_types(conn)
+
+
+@router.get("/kecamatan", summary="The 23 kecamatan, each with a representative point")
+async def kecamatan(request: Request, who: Operator) -> list[KecamatanOut]:
+    async with _db(request) as conn:
+        return await registry.kecamatan(conn)
+
+
+@router.get("/pillars", summary="The six smart-city pillars")
+async def pillars(request: Request, who: Operator) -> list[PillarOut]:
+    async with _db(request) as conn:
+        return await registry.pillars(conn)
+
+
+@router.get("/audit", summary="Who changed what, newest first")
+async def audit(
+    request: Request,
+    who: Admin,
+    entity: str | None = None,
+    entity_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEntry]:
+    async with _db(request) as conn:
+        return await registry.audit_entries(conn, entity, entity_id, limit)

@@ -1,0 +1,48 @@
+"""A running Pantau with tokens of each role, for the registry's API tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import psycopg
+import pytest
+
+from pantau import auth
+from pantau.settings import Settings
+from tests.pantau.test_service import running, wait_ready
+
+
+@dataclass
+class Api:
+    url: str
+    db: str
+    tokens: dict[str, str]
+
+    def client(self, role: str | None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
+
+    async def token(self, role: str, name: str) -> auth.CreatedToken:
+        async with await psycopg.AsyncConnection.connect(self.db, autocommit=True) as conn:
+            return await auth.create_token(conn, name, role, "test")
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with running(settings) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            await wait_ready(http)
+        tokens = {}
+        async with await psycopg.AsyncConnection.connect(
+            settings.database.url, autocommit=True
+        ) as conn:
+            for role in auth.ROLES:
+                tokens[role] = (
+                    await auth.create_token(conn, f"{role} for tests", role, "test")
+                ).token
+        yield Api(url, settings.database.url, tokens)
+
+
+Make = Callable[..., Awaitable[httpx.Response]]
