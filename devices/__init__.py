@@ -28,4 +28,6 @@ def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
 
 
 def register_cli(app: typer.Typer) -> None:
-    return None
+    from devices.cli import app as devices_app
+
+    app.add_typer(devices_app, name="devices")

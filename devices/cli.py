@@ -1,0 +1,294 @@
+"""`pantau devices ...`: the registry from a terminal, with the same checks as the API."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import psycopg
+import typer
+
+from devices import exchange, registry
+from devices.models import Device, DeviceIn, DevicePatch
+from pantau import cliapp, db
+from pantau.cliapp import WIB
+from pantau.errors import ConfigError
+
+app = typer.Typer(
+    help="The device registry: register, list, edit, retire, import, export.", no_args_is_help=True
+)
+T = TypeVar("T")
+
+
+def _run(work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+    settings = cliapp.settings()
+
+    async def go() -> T:
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            return await work(conn)
+
+    try:
+        return asyncio.run(go())
+    except registry.RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _line(d: Device) -> str:
+    seen = d.last_reading_at.astimezone(WIB).strftime("%d-%m %H:%M") if d.last_reading_at else "-"
+    return (
+        f"{d.device_id:<24} {d.device_type:<16} {d.kecamatan:<18} {d.status:<11} {seen:<11} "
+        + d.name
+    )
+
+
+def _show(d: Device) -> None:
+    for key, value in d.model_dump(mode="json").items():
+        if value not in (None, "", {}):
+            typer.echo(f"{key:>26}: {value}")
+
+
+Opt = typer.Option
+
+
+@app.command("add")
+def add(
+    device_id: Annotated[str, Opt("--id", help="e.g. wl-setu-01")],
+    name: Annotated[str, Opt(help="what a technician calls it on site")],
+    device_type: Annotated[
+        str, Opt("--type", help="e.g. water_level (see `pantau devices types`)")
+    ],
+    kecamatan: Annotated[str, Opt(help="id or name, e.g. setu or 'Cikarang Pusat'")],
+    latitude: Annotated[float | None, Opt("--lat")] = None,
+    longitude: Annotated[float | None, Opt("--lon")] = None,
+    address_note: Annotated[str | None, Opt("--address")] = None,
+    installed_by: Annotated[str | None, Opt()] = None,
+    install_date: Annotated[datetime | None, Opt(formats=["%Y-%m-%d"])] = None,
+    payload_format: Annotated[str | None, Opt("--format", help="number, json or senml")] = None,
+    pillar: Annotated[str | None, Opt()] = None,
+    allow_outside: Annotated[bool, Opt(help="accept a position outside the regency")] = False,
+) -> None:
+    """Register a device."""
+    data = _validated(
+        DeviceIn,
+        device_id=device_id,
+        name=name,
+        device_type=device_type,
+        kecamatan=kecamatan,
+        latitude=latitude,
+        longitude=longitude,
+        address_note=address_note,
+        installed_by=installed_by,
+        install_date=install_date.date() if install_date else None,
+        payload_format=payload_format,
+        pillar=pillar,
+        allow_outside=allow_outside,
+    )
+    device = _run(lambda conn: registry.create_device(conn, data, cliapp.actor()))
+    typer.echo(f"registered {device.device_id}; it publishes on {device.topic}")
+    _show(device)
+
+
+@app.command("list")
+def list_(
+    kecamatan: Annotated[str | None, Opt()] = None,
+    device_type: Annotated[str | None, Opt("--type")] = None,
+    status: Annotated[str | None, Opt(help="active, maintenance or retired")] = None,
+    pillar: Annotated[str | None, Opt()] = None,
+    text: Annotated[str | None, Opt("--search", "-s", help="text in id, name or address")] = None,
+) -> None:
+    """List devices (last reading in WIB)."""
+    if status and status not in ("active", "maintenance", "retired"):
+        raise ConfigError(f"--status {status!r}: expected active, maintenance or retired")
+    filters = registry.Filters(kecamatan, device_type, status, pillar, text, limit=100_000)
+    devices = _run(lambda conn: registry.list_devices(conn, filters))
+    typer.echo(
+        f"{'device':<24} {'type':<16} {'kecamatan':<18} {'status':<11} {'last (WIB)':<11} name"
+    )
+    for d in devices:
+        typer.echo(_line(d))
+    typer.echo(f"{len(devices)} devices")
+
+
+@app.command("show")
+def show(device_id: Annotated[str, typer.Argument()]) -> None:
+    """One device, with its newest readings."""
+
+    async def work(conn: psycopg.AsyncConnection) -> tuple[Device, list[Any]]:
+        return await registry.get_device(conn, device_id), await registry.latest_readings(
+            conn, device_id
+        )
+
+    device, readings = _run(work)
+    _show(device)
+    for r in readings:
+        typer.echo(
+            f"{'reading':>26}: {r.metric} = {r.value:g} "
+            f"at {r.time.astimezone(WIB):%Y-%m-%d %H:%M:%S} WIB"
+        )
+
+
+@app.command("edit")
+def edit(
+    device_id: Annotated[str, typer.Argument()],
+    name: Annotated[str | None, Opt()] = None,
+    device_type: Annotated[str | None, Opt("--type")] = None,
+    kecamatan: Annotated[str | None, Opt()] = None,
+    latitude: Annotated[float | None, Opt("--lat")] = None,
+    longitude: Annotated[float | None, Opt("--lon")] = None,
+    address_note: Annotated[str | None, Opt("--address")] = None,
+    status: Annotated[str | None, Opt(help="active, maintenance or retired")] = None,
+    payload_format: Annotated[str | None, Opt("--format")] = None,
+    expected_interval_seconds: Annotated[int | None, Opt("--interval")] = None,
+    allow_outside: Annotated[bool, Opt()] = False,
+) -> None:
+    """Change the given fields of a device (refused if it changes under you meanwhile)."""
+    given = {
+        k: v
+        for k, v in dict(
+            name=name,
+            device_type=device_type,
+            kecamatan=kecamatan,
+            latitude=latitude,
+            longitude=longitude,
+            address_note=address_note,
+            status=status,
+            payload_format=payload_format,
+            expected_interval_seconds=expected_interval_seconds,
+        ).items()
+        if v is not None
+    }
+    if not given:
+        raise ConfigError("nothing to change: give at least one option, e.g. --status maintenance")
+    patch = _validated(DevicePatch, **given, allow_outside=allow_outside)
+
+    async def work(conn: psycopg.AsyncConnection) -> Device:
+        current = await registry.get_device(conn, device_id)
+        return await registry.update_device(conn, device_id, patch, current.version, cliapp.actor())
+
+    device = _run(work)
+    typer.echo(f"{device.device_id} is now at version {device.version}")
+    _show(device)
+
+
+@app.command("retire")
+def retire(device_id: Annotated[str, typer.Argument()]) -> None:
+    """Retire a device (kept in the registry and its history; it may no longer report)."""
+
+    async def work(conn: psycopg.AsyncConnection) -> Device:
+        current = await registry.get_device(conn, device_id)
+        return await registry.update_device(
+            conn, device_id, DevicePatch(status="retired"), current.version, cliapp.actor()
+        )
+
+    _run(work)
+    typer.echo(f"{device_id} retired")
+
+
+@app.command("import")
+def import_(file: Annotated[Path, typer.Argument(help="a .csv or .geojson file")]) -> None:
+    """Create and update devices from a file: all or nothing, every error with its row."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    if file.suffix.lower() == ".csv":
+        rows = exchange.parse_csv(data.decode("utf-8-sig"))
+    elif file.suffix.lower() in (".geojson", ".json"):
+        rows = exchange.parse_geojson(data)
+    else:
+        raise ConfigError(f"{file}: expected a .csv or .geojson file")
+    created, updated = _run(lambda conn: exchange.import_rows(conn, rows, cliapp.actor()))
+    typer.echo(f"imported {file}: {created} created, {updated} updated")
+
+
+@app.command("export")
+def export(
+    fmt: Annotated[str, Opt("--format", help="csv or geojson")] = "csv",
+    output: Annotated[Path | None, Opt("--output", "-o", help="file (default: stdout)")] = None,
+) -> None:
+    """Export every device as CSV or GeoJSON."""
+    if fmt not in ("csv", "geojson"):
+        raise ConfigError(f"--format {fmt!r}: expected csv or geojson")
+    devices = _run(lambda conn: registry.list_devices(conn, registry.Filters(limit=1_000_000)))
+    data = exchange.to_csv(devices).encode() if fmt == "csv" else exchange.to_geojson(devices)
+    if output is None:
+        sys.stdout.buffer.write(data)
+    else:
+        output.write_bytes(data)
+        typer.echo(f"wrote {len(devices)} devices to {output}", err=True)
+
+
+@app.command("types")
+def types() -> None:
+    """Device types, their metrics, units and alarm thresholds."""
+    for t in _run(registry.device_types):
+        typer.echo(
+            f"{t.id:<16} {t.name_id} ({t.name}); pillar {t.pillar}; "
+            f"every {t.expected_interval_seconds}s"
+        )
+        for m in t.metrics:
+            alarm = ", ".join(
+                f"{k} {v:g}"
+                for k, v in (
+                    ("warn above", m.warn_high),
+                    ("alarm above", m.alarm_high),
+                    ("warn below", m.warn_low),
+                    ("alarm below", m.alarm_low),
+                )
+                if v is not None
+            )
+            typer.echo(
+                f"    {m.metric:<20} {m.unit:<9} valid {m.valid_min:g}..{m.valid_max:g}  {alarm}"
+            )
+
+
+@app.command("watch")
+def watch(
+    device_id: Annotated[str, typer.Argument()],
+    seconds: Annotated[float | None, Opt(help="stop after this long (default: Ctrl-C)")] = None,
+) -> None:
+    """Print the device's readings as they are stored (checked every second)."""
+    settings = cliapp.settings()
+
+    async def go() -> None:
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            await registry.get_device(conn, device_id)
+            typer.echo(f"watching {device_id} (Ctrl-C to stop) ...")
+            since = datetime.now(UTC)
+            deadline = None if seconds is None else time.monotonic() + seconds
+            while deadline is None or time.monotonic() < deadline:
+                cur = await conn.execute(
+                    "SELECT time, metric, value FROM readings WHERE device_id = %s AND time > %s"
+                    " ORDER BY time, metric",
+                    (device_id, since),
+                )
+                for when, metric, value in await cur.fetchall():
+                    typer.echo(
+                        f"{when.astimezone(WIB):%Y-%m-%d %H:%M:%S} WIB  {metric} = {value:g}"
+                    )
+                    since = max(since, when)
+                await asyncio.sleep(1.0)
+
+    try:
+        asyncio.run(go())
+    except registry.RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _validated(model: type[T], **values: Any) -> T:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate({k: v for k, v in values.items() if v is not None})  # type: ignore[attr-defined, no-any-return]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(problems) from None
