@@ -16,15 +16,21 @@ def workers(ctx: ServiceContext) -> list[Worker]:
 
 def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
     from devices.api import registry_error_response, router
-    from devices.credentials import NoCredentials
+    from devices.credentials import DynsecCredentials, NoCredentials
+    from devices.dynsec import DynsecError
     from devices.registry import RegistryError
 
-    app.state.credentials = NoCredentials()
+    mqtt = ctx.settings.mqtt
+    app.state.credentials = DynsecCredentials(mqtt) if mqtt.dynsec else NoCredentials()
     app.include_router(router)
 
     @app.exception_handler(RegistryError)
     async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
         return registry_error_response(exc)
+
+    @app.exception_handler(DynsecError)
+    async def _broker_error(request: Request, exc: DynsecError) -> JSONResponse:
+        return JSONResponse({"detail": f"nothing was changed: {exc}"}, status_code=503)
 
 
 def register_cli(app: typer.Typer) -> None:

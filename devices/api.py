@@ -98,7 +98,8 @@ async def list_devices(
 async def create_device(
     request: Request, body: DeviceIn, response: Response, who: Technician
 ) -> Registered:
-    async with _db(request) as conn:
+    async with _db(request) as conn, conn.transaction():
+        # One transaction: if the broker cannot issue credentials, nothing is registered.
         device = await registry.create_device(conn, body, who.actor)
         credentials = await request.app.state.credentials.issue(conn, device, who.actor)
         if credentials is not None:
@@ -180,10 +181,9 @@ async def patch_device(
     if_match: IfMatch = None,
 ) -> Device:
     version = _version(if_match)
-    async with _db(request) as conn:
+    async with _db(request) as conn, conn.transaction():
         device = await registry.update_device(conn, device_id, body, version, who.actor)
-        if body.status is not None:
-            await request.app.state.credentials.follow_status(conn, device, who.actor)
+        await request.app.state.credentials.follow(conn, device, who.actor)
     return _with_etag(device, response)
 
 
@@ -196,11 +196,11 @@ async def retire_device(
     request: Request, device_id: str, response: Response, who: Technician, if_match: IfMatch = None
 ) -> Device:
     version = _version(if_match)
-    async with _db(request) as conn:
+    async with _db(request) as conn, conn.transaction():
         device = await registry.update_device(
             conn, device_id, DevicePatch(status="retired"), version, who.actor
         )
-        await request.app.state.credentials.follow_status(conn, device, who.actor)
+        await request.app.state.credentials.follow(conn, device, who.actor)
     return _with_etag(device, response)
 
 

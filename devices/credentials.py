@@ -1,13 +1,26 @@
-"""MQTT credentials per device. Without a broker that manages clients (Mosquitto's dynamic
-security plugin), registering a device issues none, and says so."""
+"""MQTT credentials per device.
+
+With Mosquitto's dynamic security plugin (`mqtt.dynsec = true`), registering a device creates a
+broker client: username = device id, a random password shown once (the broker keeps only a
+hash), and a role that may publish only on the device's own topic. Retiring a device, or putting
+it in maintenance, disables the client; making it active again enables it. Without the plugin,
+no credentials are issued, and registration says so.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+import logging
+import secrets
+from typing import Any, Protocol
 
 import psycopg
 
+from devices.dynsec import Dynsec
 from devices.models import Credentials, Device
+from pantau.settings import MqttSettings
+
+log = logging.getLogger(__name__)
 
 
 class CredentialIssuer(Protocol):
@@ -16,10 +29,9 @@ class CredentialIssuer(Protocol):
     ) -> Credentials | None:
         """Create the device's broker client; return its one-time credentials."""
 
-    async def follow_status(
-        self, conn: psycopg.AsyncConnection, device: Device, actor: str
-    ) -> None:
-        """Enable the client of an active device; disable it otherwise."""
+    async def follow(self, conn: psycopg.AsyncConnection, device: Device, actor: str) -> None:
+        """Make the broker client match the device: enabled only when active, allowed to
+        publish on its current topic."""
 
 
 class NoCredentials:
@@ -30,7 +42,119 @@ class NoCredentials:
     ) -> Credentials | None:
         return None
 
-    async def follow_status(
-        self, conn: psycopg.AsyncConnection, device: Device, actor: str
-    ) -> None:
+    async def follow(self, conn: psycopg.AsyncConnection, device: Device, actor: str) -> None:
         return None
+
+
+def role_name(device_id: str) -> str:
+    return f"device:{device_id}"
+
+
+def acl_topic(device: Device) -> str:
+    # Bare-number devices publish one metric per topic level below their own.
+    return f"{device.topic}/+" if device.payload_format == "number" else device.topic
+
+
+class DynsecCredentials:
+    def __init__(self, settings: MqttSettings) -> None:
+        self._dynsec = Dynsec(settings)
+        self._host = settings.device_host or settings.host
+        self._port = settings.device_port or settings.port
+
+    async def issue(
+        self, conn: psycopg.AsyncConnection, device: Device, actor: str
+    ) -> Credentials | None:
+        password = secrets.token_urlsafe(18)
+        role = role_name(device.device_id)
+        # Leftovers of an earlier attempt that did not commit are replaced.
+        await asyncio.to_thread(
+            self._dynsec.execute,
+            [
+                {"command": "deleteClient", "username": device.device_id},
+                {"command": "deleteRole", "rolename": role},
+            ],
+            ignore=("not found",),
+        )
+        await asyncio.to_thread(
+            self._dynsec.execute,
+            [
+                {
+                    "command": "createRole",
+                    "rolename": role,
+                    "textdescription": f"Pantau device {device.device_id}",
+                },
+                _acl("addRoleACL", role, acl_topic(device)),
+                {
+                    "command": "createClient",
+                    "username": device.device_id,
+                    "password": password,
+                    "roles": [{"rolename": role}],
+                    "textname": device.name[:100],
+                },
+            ],
+        )
+        await conn.execute(
+            "UPDATE devices SET mqtt_username = %s WHERE device_id = %s",
+            (device.device_id, device.device_id),
+        )
+        await conn.execute(
+            "INSERT INTO audit_log (actor, action, entity, entity_id) "
+            "VALUES (%s, 'issue credentials', 'device', %s)",
+            (actor, device.device_id),
+        )
+        if device.status != "active":
+            await self.follow(conn, device, actor)
+        return Credentials(
+            host=self._host,
+            port=self._port,
+            username=device.device_id,
+            password=password,
+            topic=device.topic,
+            payload_format=device.payload_format,
+        )
+
+    async def follow(self, conn: psycopg.AsyncConnection, device: Device, actor: str) -> None:
+        if not device.mqtt_username:
+            return
+        role = role_name(device.device_id)
+        answers = await asyncio.to_thread(
+            self._dynsec.execute, [{"command": "getRole", "rolename": role}]
+        )
+        current = [
+            a["topic"]
+            for a in (answers[0].get("data", {}).get("role", {}).get("acls", []) if answers else [])
+            if a.get("acltype") == "publishClientSend"
+        ]
+        wanted = acl_topic(device)
+        commands: list[dict[str, Any]] = [
+            {
+                "command": "removeRoleACL",
+                "rolename": role,
+                "acltype": "publishClientSend",
+                "topic": t,
+            }
+            for t in current
+            if t != wanted
+        ]
+        if wanted not in current:
+            commands.append(_acl("addRoleACL", role, wanted))
+        enabled = device.status == "active"
+        commands.append(
+            {
+                "command": "enableClient" if enabled else "disableClient",
+                "username": device.mqtt_username,
+            }
+        )
+        await asyncio.to_thread(self._dynsec.execute, commands)
+        log.info("MQTT client of %s %s", device.device_id, "enabled" if enabled else "disabled")
+
+
+def _acl(command: str, role: str, topic: str) -> dict[str, Any]:
+    return {
+        "command": command,
+        "rolename": role,
+        "acltype": "publishClientSend",
+        "topic": topic,
+        "priority": 0,
+        "allow": True,
+    }

@@ -207,7 +207,7 @@ def dev() -> None:
     """Run the embedded default: Pantau with its own PostgreSQL and Mosquitto under var/."""
     settings = cliapp.settings()
     from pantau import service
-    from pantau.dev import DevStack
+    from pantau.dev import ADMIN_USER, DevStack
     from pantau.embedded import free_port, port_is_free
 
     stack = DevStack(settings.embedded)
@@ -234,7 +234,8 @@ def dev() -> None:
                 f"  Readiness    {url}/readyz",
                 f"  Metrics      {url}/metrics",
                 f"  PostgreSQL   psql '{pg.dsn()}'",
-                f"  MQTT broker  mosquitto_sub -h 127.0.0.1 -p {stack.mosquitto.port} -t '#' -v",
+                f"  MQTT broker  mosquitto_sub -h 127.0.0.1 -p {stack.mosquitto.port} -t '#' -v "
+                f'-u {ADMIN_USER} -P "$(cat {stack.var_dir / "secrets" / "mqtt-pantau-admin"})"',
                 f"  Simulator    {settings.embedded.simulate_devices} sensors, "
                 f"{settings.embedded.simulate_rate:g} messages/s "
                 "(PANTAU_EMBEDDED__SIMULATE_DEVICES=0 turns it off)",
@@ -247,12 +248,15 @@ def dev() -> None:
         extra = []
         if settings.embedded.simulate_devices:
             from ingest.simulator import Simulator, build_devices
+            from pantau.dev import SIMULATOR_USER
 
             simulator = Simulator(
                 build_devices(settings.embedded.simulate_devices),
                 host="127.0.0.1",
                 port=stack.mosquitto.port,
                 rate=settings.embedded.simulate_rate,
+                username=SIMULATOR_USER,
+                password=stack.simulator_password,
             )
             extra.append(simulator.worker())
         asyncio.run(service.run(effective, on_started=banner, extra_workers=extra))

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from pydantic import SecretStr
+
 from pantau.embedded import MosquittoBroker, PostgresCluster, free_port, port_is_free
-from pantau.settings import EmbeddedSettings, Settings
+from pantau.settings import EmbeddedSettings, MqttSettings, Settings
 
 log = logging.getLogger(__name__)
+
+ADMIN_USER = "pantau-admin"
+SIMULATOR_USER = "pantau-simulator"
 
 
 @dataclass(frozen=True)
@@ -36,8 +42,13 @@ class DevStack:
             port=ports.postgres,
             bin_dir=settings.postgres_bin_dir,
         )
+        self.admin_password = self._secret("mqtt-pantau-admin")
+        self.simulator_password = self._secret("mqtt-simulator")
         self.mosquitto = MosquittoBroker(
-            self.var_dir / "mosquitto", port=ports.mqtt, binary=settings.mosquitto_bin
+            self.var_dir / "mosquitto",
+            port=ports.mqtt,
+            binary=settings.mosquitto_bin,
+            dynsec_admin=(ADMIN_USER, self.admin_password),
         )
         self.reused = self.postgres.initialized
 
@@ -50,7 +61,9 @@ class DevStack:
         self.postgres.start()
         try:
             self.mosquitto.start()
+            self._simulator_client()
         except BaseException:
+            self.mosquitto.stop()
             self.postgres.stop()
             raise
         log.info(
@@ -78,11 +91,62 @@ class DevStack:
         return settings.model_copy(
             update={
                 "database": settings.database.model_copy(update={"url": self.postgres.dsn()}),
-                "mqtt": settings.mqtt.model_copy(
-                    update={"host": "127.0.0.1", "port": self.mosquitto.port}
-                ),
+                "mqtt": self._mqtt(settings.mqtt),
                 "ingest": settings.ingest.model_copy(update={"spool_dir": self.var_dir / "spool"}),
             }
+        )
+
+    def _mqtt(self, mqtt: MqttSettings) -> MqttSettings:
+        return mqtt.model_copy(
+            update={
+                "host": "127.0.0.1",
+                "port": self.mosquitto.port,
+                "username": ADMIN_USER,
+                "password": SecretStr(self.admin_password),
+                "dynsec": True,
+            }
+        )
+
+    def _secret(self, name: str) -> str:
+        """A password of the stack, made at the first run and kept in var/secrets."""
+        path = self.var_dir / "secrets" / name
+        if path.is_file():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        password = secrets.token_urlsafe(24)
+        path.touch(mode=0o600)
+        path.write_text(password + "\n")
+        return password
+
+    def _simulator_client(self) -> None:
+        """A broker client for the simulated sensors: it may publish on the default topics."""
+        from devices.dynsec import Dynsec
+
+        role = "pantau-simulator"
+        acls = [
+            {
+                "command": "addRoleACL",
+                "rolename": role,
+                "acltype": "publishClientSend",
+                "topic": f"{prefix}/#",
+                "priority": 0,
+                "allow": True,
+            }
+            for prefix in ("bekasi", "bekasi-json", "bekasi-senml")
+        ]
+        Dynsec(self._mqtt(MqttSettings())).execute(
+            [
+                {"command": "createRole", "rolename": role},
+                *acls,
+                {
+                    "command": "createClient",
+                    "username": SIMULATOR_USER,
+                    "password": self.simulator_password,
+                    "roles": [{"rolename": role}],
+                },
+            ],
+            ignore=("already exists",),
         )
 
     def _choose_ports(self) -> Ports:

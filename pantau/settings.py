@@ -102,6 +102,17 @@ class MqttSettings(_Section):
     tls_ca_file: Path | None = Field(None, description="CA bundle for the broker's certificate")
     tls_cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
     tls_key_file: Path | None = Field(None, description="client key (mutual TLS)")
+    dynsec: bool = Field(
+        False,
+        description="manage a broker client per device with Mosquitto's dynamic security plugin "
+        "(Pantau's MQTT user needs the plugin's admin role)",
+    )
+    device_host: str | None = Field(
+        None, description="broker address devices are told to use (default: mqtt.host)"
+    )
+    device_port: int | None = Field(
+        None, ge=1, le=65535, description="broker port devices are told to use (default: mqtt.port)"
+    )
     reconnect_min_seconds: float = Field(0.5, gt=0, description="first reconnect delay")
     reconnect_max_seconds: float = Field(30.0, gt=0, description="longest reconnect delay")
 
