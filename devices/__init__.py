@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from pantau.context import ServiceContext
@@ -23,6 +23,7 @@ def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
     mqtt = ctx.settings.mqtt
     app.state.credentials = DynsecCredentials(mqtt) if mqtt.dynsec else NoCredentials()
     app.include_router(router)
+    app.include_router(phone_page())
 
     @app.exception_handler(RegistryError)
     async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
@@ -31,6 +32,23 @@ def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
     @app.exception_handler(DynsecError)
     async def _broker_error(request: Request, exc: DynsecError) -> JSONResponse:
         return JSONResponse({"detail": f"nothing was changed: {exc}"}, status_code=503)
+
+
+def phone_page() -> APIRouter:
+    """The field technician's page: one file, no CDN, read once."""
+    from importlib import resources
+
+    page = resources.files("devices").joinpath("web/index.html").read_bytes()
+    router = APIRouter(tags=["phone page"])
+
+    @router.get("/m", include_in_schema=False)
+    @router.get("/m/", summary="The phone page for registering devices (HTML)")
+    async def phone() -> Response:
+        return Response(
+            page, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"}
+        )
+
+    return router
 
 
 def register_cli(app: typer.Typer) -> None:

@@ -27,6 +27,7 @@ from devices.models import (
     Registered,
     Status,
 )
+from devices.setup import setup_for
 from pantau.auth import Principal, require
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
@@ -104,9 +105,15 @@ async def create_device(
         credentials = await request.app.state.credentials.issue(conn, device, who.actor)
         if credentials is not None:
             device = await registry.get_device(conn, device.device_id)
+        types = {t.id: t for t in await registry.device_types(conn)}
     _with_etag(device, response)
     response.headers["Location"] = f"/api/v1/devices/{device.device_id}"
-    return Registered(device=device, credentials=credentials)
+    mqtt = request.app.state.settings.mqtt
+    metrics = [m.metric for m in types[device.device_type].metrics]
+    setup = setup_for(
+        device, metrics, mqtt.device_host or mqtt.host, mqtt.device_port or mqtt.port, credentials
+    )
+    return Registered(device=device, credentials=credentials, setup=setup)
 
 
 @router.get("/devices/export", summary="Export devices as CSV or GeoJSON")

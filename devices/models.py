@@ -113,11 +113,19 @@ class Credentials(BaseModel):
     payload_format: PayloadFormat
 
 
+class Setup(BaseModel):
+    """For the technician on site: what to put on the device."""
+
+    snippet: str = Field(description="broker address, credentials, topic, an example payload")
+    qr_svg: str = Field(description="the snippet as a QR code (inline SVG)")
+
+
 class Registered(BaseModel):
     device: Device
     credentials: Credentials | None = Field(
         None, description="null when no broker with dynamic security is configured"
     )
+    setup: Setup
 
 
 class MetricSpec(BaseModel):

@@ -217,6 +217,7 @@ def dev() -> None:
     )
     with stack:
         effective = stack.apply(settings)
+        token = asyncio.run(stack.dev_token(effective))
         if effective.http.port and not port_is_free(effective.http.port, effective.http.host):
             port = free_port(effective.http.host)
             typer.echo(f"HTTP port {effective.http.port} is taken; using {port} instead")
@@ -230,6 +231,8 @@ def dev() -> None:
             lines = [
                 "",
                 f"Pantau {__version__} is running (embedded stack in {stack.var_dir})",
+                f"  Phone page   {url}/m/",
+                f"  API token    {token}  (admin; kept in {stack.var_dir / 'secrets'})",
                 f"  API docs     {url}/docs",
                 f"  Readiness    {url}/readyz",
                 f"  Metrics      {url}/metrics",

@@ -107,6 +107,24 @@ class DevStack:
             }
         )
 
+    async def dev_token(self, settings: Settings) -> str:
+        """An admin token for trying the API and the phone page, made once and kept in
+        var/secrets while it stays valid (it is printed on the terminal: a dev stack only)."""
+        from pantau import auth, db, migrate
+
+        path = self.var_dir / "secrets" / "api-admin-token"
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            await migrate.migrate(conn, settings.storage.backend)
+            if path.is_file():
+                token = path.read_text().strip()
+                if await auth.authenticate(conn, token) is not None:
+                    return token
+            created = await auth.create_token(conn, "make run (pantau dev)", "admin", "pantau dev")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(created.token + "\n")
+        return created.token
+
     def _secret(self, name: str) -> str:
         """A password of the stack, made at the first run and kept in var/secrets."""
         path = self.var_dir / "secrets" / name

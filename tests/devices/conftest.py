@@ -8,9 +8,12 @@ from dataclasses import dataclass
 import httpx
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from pantau import auth
+from pantau.embedded import MosquittoBroker
 from pantau.settings import Settings
+from tests.fixtures.servers import DYNSEC_ADMIN
 from tests.pantau.test_service import running, wait_ready
 
 
@@ -46,3 +49,26 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
 
 
 Make = Callable[..., Awaitable[httpx.Response]]
+
+
+@pytest.fixture
+async def dynsec_api(settings: Settings, dynsec_broker: MosquittoBroker) -> AsyncIterator[Api]:
+    """A running Pantau issuing device credentials from a broker with dynamic security."""
+    mqtt_settings = settings.mqtt.model_copy(
+        update={
+            "port": dynsec_broker.port,
+            "username": DYNSEC_ADMIN[0],
+            "dynsec": True,
+            "password": SecretStr(DYNSEC_ADMIN[1]),
+            "device_host": "mqtt.bekasikab.example",
+        }
+    )
+    settings = settings.model_copy(update={"mqtt": mqtt_settings})
+    async with running(settings) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            await wait_ready(http)
+        async with await psycopg.AsyncConnection.connect(
+            settings.database.url, autocommit=True
+        ) as conn:
+            token = (await auth.create_token(conn, "teknisi", "technician", "test")).token
+        yield Api(url, settings.database.url, {"technician": token})

@@ -7,23 +7,18 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import psycopg
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from pydantic import SecretStr
 
-from pantau import auth
 from pantau.embedded import MosquittoBroker, free_port
 from pantau.settings import Settings
 from tests.devices.conftest import Api
-from tests.fixtures.servers import DYNSEC_ADMIN
-from tests.pantau.test_service import running, wait_ready
+from tests.pantau.test_service import running
 
 WL = {
     "device_id": "wl-setu-07",
@@ -33,28 +28,6 @@ WL = {
     "latitude": -6.351,
     "longitude": 107.034,
 }
-
-
-@pytest.fixture
-async def dynsec_api(settings: Settings, dynsec_broker: MosquittoBroker) -> AsyncIterator[Api]:
-    mqtt_settings = settings.mqtt.model_copy(
-        update={
-            "port": dynsec_broker.port,
-            "username": DYNSEC_ADMIN[0],
-            "dynsec": True,
-            "password": SecretStr(DYNSEC_ADMIN[1]),
-            "device_host": "mqtt.bekasikab.example",
-        }
-    )
-    settings = settings.model_copy(update={"mqtt": mqtt_settings})
-    async with running(settings) as url:
-        async with httpx.AsyncClient(base_url=url) as http:
-            await wait_ready(http)
-        async with await psycopg.AsyncConnection.connect(
-            settings.database.url, autocommit=True
-        ) as conn:
-            token = (await auth.create_token(conn, "teknisi", "technician", "test")).token
-        yield Api(url, settings.database.url, {"technician": token})
 
 
 class Device:

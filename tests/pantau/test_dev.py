@@ -124,6 +124,8 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
     assert "Creating the embedded PostgreSQL" in out
     assert f"http://127.0.0.1:{port}/readyz" in out
     assert "Pantau stopped; data kept in" in out
+    token = (var_dir / "secrets" / "api-admin-token").read_text().strip()
+    assert f"API token    {token}" in out
     left = {pid for pid in pids if alive(pid)}
     assert not left, f"processes left behind: {left}"
     assert not (var_dir / "pg" / "postmaster.pid").exists()
@@ -131,6 +133,12 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
     proc = start_dev(var_dir, port)
     try:
         wait_ready(proc, port, timeout=30)
+        token = (var_dir / "secrets" / "api-admin-token").read_text().strip()
+        listed = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/devices", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert listed.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/m/").status_code == 200
         with psycopg.connect(dsn(var_dir), autocommit=True) as conn:
             kept = conn.execute(
                 "SELECT value FROM readings WHERE device_id = 'wl-cikarang-01'"
@@ -152,6 +160,7 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Reusing the embedded PostgreSQL" in out
+    assert f"API token    {token}" in out  # the same token, still valid
 
 
 def test_dev_recovers_after_kill_9(var_dir: Path) -> None:
