@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from pantau.errors import PantauError
+from pantau.mqtt import apply_credentials
 from pantau.settings import MqttSettings
 
 CONTROL = "$CONTROL/dynamic-security/v1"
@@ -42,16 +43,7 @@ class Dynsec:
             client_id=f"{s.client_id}-dynsec-{uuid.uuid4().hex[:6]}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
-        if s.username:
-            client.username_pw_set(
-                s.username, s.password.get_secret_value() if s.password else None
-            )
-        if s.tls:
-            client.tls_set(
-                ca_certs=str(s.tls_ca_file) if s.tls_ca_file else None,
-                certfile=str(s.tls_cert_file) if s.tls_cert_file else None,
-                keyfile=str(s.tls_key_file) if s.tls_key_file else None,
-            )
+        apply_credentials(client, s)
 
         def on_connect(c: mqtt.Client, u: object, f: object, reason: Any, p: object) -> None:
             if reason.is_failure:

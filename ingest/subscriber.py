@@ -30,6 +30,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.batch import Message
 from ingest.metrics import IngestMetrics
+from pantau.mqtt import apply_credentials
 from pantau.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -163,16 +164,7 @@ class Subscriber:
             manual_ack=True,
             reconnect_on_failure=False,  # we reconnect ourselves, with jitter
         )
-        if s.username:
-            client.username_pw_set(
-                s.username, s.password.get_secret_value() if s.password else None
-            )
-        if s.tls:
-            client.tls_set(
-                ca_certs=str(s.tls_ca_file) if s.tls_ca_file else None,
-                certfile=str(s.tls_cert_file) if s.tls_cert_file else None,
-                keyfile=str(s.tls_key_file) if s.tls_key_file else None,
-            )
+        apply_credentials(client, s)
         # Only the network thread writes to the socket (acks included); with this callback set,
         # paho never writes from another thread even if a future change calls it from one.
         client.on_socket_register_write = _let_network_thread_write

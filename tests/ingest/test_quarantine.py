@@ -1,8 +1,5 @@
 """Quarantine end to end: bad payloads kept whole, listed, replayed after the mapping is fixed."""
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,22 +9,15 @@ import pytest
 from ingest.batch import Message, Processor
 from ingest.quarantine import list_entries, replay
 from ingest.writer import Writer
-from pantau import migrate
 from pantau.mappings import MappingSettings, default_mappings
+from tests.fixtures.servers import run_pantau
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
-def db(database_url: str) -> str:
-    import asyncio
-
-    async def setup() -> None:
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await migrate.migrate(conn, "plain")
-
-    asyncio.run(setup())
-    return database_url
+def db(migrated_db: str) -> str:
+    return migrated_db
 
 
 def store(db: str, *messages: tuple[str, bytes]) -> None:
@@ -84,16 +74,7 @@ def test_replay_by_reason(db: str) -> None:
     writer.close()
 
 
-def cli(*args: str, db: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pantau", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-        env={"PATH": os.environ["PATH"], "PANTAU_DATABASE__URL": db},
-    )
+cli = run_pantau
 
 
 def test_quarantine_commands(db: str, tmp_path: Path) -> None:
