@@ -26,6 +26,7 @@ from devices.models import (
     Reading,
 )
 from pantau.errors import PantauError
+from pantau.mappings import default_mappings
 from pantau.regency import LATITUDE, LONGITUDE, inside
 
 _COLUMNS = (
@@ -35,11 +36,9 @@ _COLUMNS = (
     "d.mqtt_username, s.last_reading_at"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM devices d LEFT JOIN device_last_seen s USING (device_id)"  # noqa: S608 - constants
-_TOPIC = {
-    "number": "bekasi/{kecamatan}/{device}",
-    "json": "bekasi-json/{kecamatan}/{device}",
-    "senml": "bekasi-senml/{kecamatan}/{device}",
-}
+# The topic a device publishes on, per payload format: the default mapping's pattern for that
+# format, without the metric level of the bare-number one.
+_TOPIC: dict[str, str] = {m.format: m.topic.removesuffix("/{metric}") for m in default_mappings()}
 
 
 class RegistryError(PantauError):

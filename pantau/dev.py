@@ -14,6 +14,7 @@ from typing import Self
 from pydantic import SecretStr
 
 from pantau.embedded import MosquittoBroker, PostgresCluster, free_port, port_is_free
+from pantau.mappings import default_mappings, topic_filter
 from pantau.settings import EmbeddedSettings, MqttSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -147,11 +148,11 @@ class DevStack:
                 "command": "addRoleACL",
                 "rolename": role,
                 "acltype": "publishClientSend",
-                "topic": f"{prefix}/#",
+                "topic": topic_filter(mapping.topic),  # the simulator uses the default mappings
                 "priority": 0,
                 "allow": True,
             }
-            for prefix in ("bekasi", "bekasi-json", "bekasi-senml")
+            for mapping in default_mappings()
         ]
         Dynsec(self._mqtt(MqttSettings())).execute(
             [
