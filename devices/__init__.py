@@ -16,12 +16,11 @@ def workers(ctx: ServiceContext) -> list[Worker]:
 
 def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
     from devices.api import registry_error_response, router
-    from devices.credentials import DynsecCredentials, NoCredentials
+    from devices.credentials import issuer_for
     from devices.dynsec import DynsecError
     from devices.registry import RegistryError
 
-    mqtt = ctx.settings.mqtt
-    app.state.credentials = DynsecCredentials(mqtt) if mqtt.dynsec else NoCredentials()
+    app.state.credentials = issuer_for(ctx.settings.mqtt)
     app.include_router(router)
     app.include_router(phone_page())
 

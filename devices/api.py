@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from devices import exchange, registry
+from devices.credentials import renew
 from devices.models import (
     AuditEntry,
     Device,
@@ -27,7 +28,7 @@ from devices.models import (
     Registered,
     Status,
 )
-from devices.setup import setup_for
+from devices.setup import registration
 from pantau.auth import Principal, require
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
@@ -105,15 +106,25 @@ async def create_device(
         credentials = await request.app.state.credentials.issue(conn, device, who.actor)
         if credentials is not None:
             device = await registry.get_device(conn, device.device_id)
-        types = {t.id: t for t in await registry.device_types(conn)}
+        registered = await registration(conn, device, credentials, request.app.state.settings.mqtt)
     _with_etag(device, response)
     response.headers["Location"] = f"/api/v1/devices/{device.device_id}"
-    mqtt = request.app.state.settings.mqtt
-    metrics = [m.metric for m in types[device.device_type].metrics]
-    setup = setup_for(
-        device, metrics, mqtt.device_host or mqtt.host, mqtt.device_port or mqtt.port, credentials
-    )
-    return Registered(device=device, credentials=credentials, setup=setup)
+    return registered
+
+
+@router.post(
+    "/devices/{device_id}/credentials",
+    status_code=201,
+    summary="Issue new MQTT credentials (an imported device, a lost password); the old "
+    "password stops working",
+    responses={404: _ERRORS[404], 409: {"description": "retired, or no credentials managed"}},
+)
+async def renew_credentials(request: Request, device_id: str, who: Technician) -> Registered:
+    async with _db(request) as conn, conn.transaction():
+        device = await registry.get_device(conn, device_id)
+        credentials = await renew(conn, device, request.app.state.credentials, who.actor)
+        device = await registry.get_device(conn, device_id)
+        return await registration(conn, device, credentials, request.app.state.settings.mqtt)
 
 
 @router.get("/devices/export", summary="Export devices as CSV or GeoJSON")
@@ -161,9 +172,11 @@ async def import_devices(request: Request, who: Technician) -> dict[str, int]:
         raise registry.RegistryError(
             f"Content-Type {kind!r}: expected text/csv or application/geo+json"
         )
-    async with _db(request) as conn:
+    async with _db(request) as conn, conn.transaction():
         created, updated = await exchange.import_rows(conn, rows, who.actor)
-    return {"created": created, "updated": updated}
+        for device in updated:  # moved or retired devices: their broker clients follow
+            await request.app.state.credentials.follow(conn, device, who.actor)
+    return {"created": len(created), "updated": len(updated)}
 
 
 @router.get("/devices/pending", summary="Devices that report but are not registered")

@@ -14,7 +14,9 @@ import psycopg
 import typer
 
 from devices import exchange, registry
-from devices.models import Device, DeviceIn, DevicePatch
+from devices.credentials import issuer_for, renew
+from devices.models import Device, DeviceIn, DevicePatch, Registered
+from devices.setup import registration, terminal_qr
 from pantau import cliapp, db
 from pantau.cliapp import WIB
 from pantau.errors import ConfigError
@@ -47,9 +49,23 @@ def _line(d: Device) -> str:
 
 
 def _show(d: Device) -> None:
-    for key, value in d.model_dump(mode="json").items():
+    for key, value in d.model_dump().items():
+        if isinstance(value, datetime):
+            value = f"{value.astimezone(WIB):%Y-%m-%d %H:%M:%S} WIB"
         if value not in (None, "", {}):
             typer.echo(f"{key:>26}: {value}")
+
+
+def _credentials(registered: Registered, qr: bool) -> None:
+    creds = registered.credentials
+    if creds is None:
+        typer.echo("no MQTT credentials: this Pantau does not manage them (mqtt.dynsec is off)")
+    else:
+        typer.echo(f"MQTT password (shown this once): {creds.password}")
+    typer.echo("configuration for the device:")
+    typer.echo(registered.setup.snippet, nl=False)
+    if qr:
+        typer.echo(terminal_qr(registered.setup.snippet), nl=False)
 
 
 Opt = typer.Option
@@ -71,8 +87,9 @@ def add(
     payload_format: Annotated[str | None, Opt("--format", help="number, json or senml")] = None,
     pillar: Annotated[str | None, Opt()] = None,
     allow_outside: Annotated[bool, Opt(help="accept a position outside the regency")] = False,
+    qr: Annotated[bool, Opt(help="also print the configuration as a QR code")] = False,
 ) -> None:
-    """Register a device."""
+    """Register a device (and, with mqtt.dynsec, its MQTT credentials, shown once)."""
     data = _validated(
         DeviceIn,
         device_id=device_id,
@@ -88,9 +105,20 @@ def add(
         pillar=pillar,
         allow_outside=allow_outside,
     )
-    device = _run(lambda conn: registry.create_device(conn, data, cliapp.actor()))
+    settings = cliapp.settings()
+
+    async def work(conn: psycopg.AsyncConnection) -> Registered:
+        async with conn.transaction():  # no credentials, no device
+            device = await registry.create_device(conn, data, cliapp.actor())
+            creds = await issuer_for(settings.mqtt).issue(conn, device, cliapp.actor())
+            device = await registry.get_device(conn, device.device_id)
+            return await registration(conn, device, creds, settings.mqtt)
+
+    registered = _run(work)
+    device = registered.device
     typer.echo(f"registered {device.device_id}; it publishes on {device.topic}")
     _show(device)
+    _credentials(registered, qr)
 
 
 @app.command("list")
@@ -166,9 +194,16 @@ def edit(
         raise ConfigError("nothing to change: give at least one option, e.g. --status maintenance")
     patch = _validated(DevicePatch, **given, allow_outside=allow_outside)
 
+    settings = cliapp.settings()
+
     async def work(conn: psycopg.AsyncConnection) -> Device:
-        current = await registry.get_device(conn, device_id)
-        return await registry.update_device(conn, device_id, patch, current.version, cliapp.actor())
+        async with conn.transaction():
+            current = await registry.get_device(conn, device_id)
+            device = await registry.update_device(
+                conn, device_id, patch, current.version, cliapp.actor()
+            )
+            await issuer_for(settings.mqtt).follow(conn, device, cliapp.actor())
+            return device
 
     device = _run(work)
     typer.echo(f"{device.device_id} is now at version {device.version}")
@@ -179,14 +214,37 @@ def edit(
 def retire(device_id: Annotated[str, typer.Argument()]) -> None:
     """Retire a device (kept in the registry and its history; it may no longer report)."""
 
+    settings = cliapp.settings()
+
     async def work(conn: psycopg.AsyncConnection) -> Device:
-        current = await registry.get_device(conn, device_id)
-        return await registry.update_device(
-            conn, device_id, DevicePatch(status="retired"), current.version, cliapp.actor()
-        )
+        async with conn.transaction():
+            current = await registry.get_device(conn, device_id)
+            device = await registry.update_device(
+                conn, device_id, DevicePatch(status="retired"), current.version, cliapp.actor()
+            )
+            await issuer_for(settings.mqtt).follow(conn, device, cliapp.actor())
+            return device
 
     _run(work)
-    typer.echo(f"{device_id} retired")
+    typer.echo(f"{device_id} retired; its MQTT credentials no longer work")
+
+
+@app.command("credentials")
+def credentials(
+    device_id: Annotated[str, typer.Argument()],
+    qr: Annotated[bool, Opt(help="also print the configuration as a QR code")] = False,
+) -> None:
+    """Issue new MQTT credentials (an imported device, a lost password); the old ones stop."""
+    settings = cliapp.settings()
+
+    async def work(conn: psycopg.AsyncConnection) -> Registered:
+        async with conn.transaction():
+            device = await registry.get_device(conn, device_id)
+            creds = await renew(conn, device, issuer_for(settings.mqtt), cliapp.actor())
+            device = await registry.get_device(conn, device_id)
+            return await registration(conn, device, creds, settings.mqtt)
+
+    _credentials(_run(work), qr)
 
 
 @app.command("import")
@@ -202,8 +260,19 @@ def import_(file: Annotated[Path, typer.Argument(help="a .csv or .geojson file")
         rows = exchange.parse_geojson(data)
     else:
         raise ConfigError(f"{file}: expected a .csv or .geojson file")
-    created, updated = _run(lambda conn: exchange.import_rows(conn, rows, cliapp.actor()))
-    typer.echo(f"imported {file}: {created} created, {updated} updated")
+    settings = cliapp.settings()
+
+    async def work(conn: psycopg.AsyncConnection) -> tuple[list[Device], list[Device]]:
+        async with conn.transaction():
+            created, updated = await exchange.import_rows(conn, rows, cliapp.actor())
+            for device in updated:
+                await issuer_for(settings.mqtt).follow(conn, device, cliapp.actor())
+            return created, updated
+
+    created, updated = _run(work)
+    typer.echo(f"imported {file}: {len(created)} created, {len(updated)} updated")
+    if created and settings.mqtt.dynsec:
+        typer.echo("new devices have no MQTT credentials yet: `pantau devices credentials ID`")
 
 
 @app.command("export")

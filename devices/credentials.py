@@ -46,6 +46,27 @@ class NoCredentials:
         return None
 
 
+def issuer_for(settings: MqttSettings) -> CredentialIssuer:
+    return DynsecCredentials(settings) if settings.dynsec else NoCredentials()
+
+
+async def renew(
+    conn: psycopg.AsyncConnection, device: Device, issuer: CredentialIssuer, actor: str
+) -> Credentials:
+    """New credentials for a registered device; the old password stops working."""
+    from devices.registry import Exists
+
+    if device.status == "retired":
+        raise Exists(f"device {device.device_id!r} is retired: make it active first")
+    credentials = await issuer.issue(conn, device, actor)
+    if credentials is None:
+        raise Exists(
+            "this Pantau manages no MQTT credentials: expected mqtt.dynsec = true with a broker "
+            "running the dynamic security plugin"
+        )
+    return credentials
+
+
 def role_name(device_id: str) -> str:
     return f"device:{device_id}"
 

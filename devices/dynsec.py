@@ -22,6 +22,8 @@ CONTROL = "$CONTROL/dynamic-security/v1"
 class DynsecError(PantauError):
     """The broker refused a command, or could not be asked."""
 
+    exit_code = 2
+
 
 class Dynsec:
     def __init__(self, settings: MqttSettings, timeout: float = 5.0) -> None:

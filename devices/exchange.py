@@ -66,7 +66,7 @@ def parse_geojson(data: bytes) -> list[tuple[int, dict[str, Any]]]:
 
 async def import_rows(
     conn: psycopg.AsyncConnection, rows: Sequence[tuple[int, dict[str, Any]]], actor: str
-) -> tuple[int, int]:
+) -> tuple[list[Device], list[Device]]:
     """Create new devices and update registered ones, all or nothing; (created, updated)."""
     refs = await registry.references(conn)
     problems: list[Problem] = []
@@ -113,17 +113,18 @@ async def import_rows(
         plans.append((device_id, data, current))
     if problems:
         raise registry.Invalid(problems)
-    created = updated = 0
+    created: list[Device] = []
+    updated: list[Device] = []
     async with conn.transaction():
         for device_id, data, current in plans:
             if current is None:
                 assert isinstance(data, DeviceIn)  # noqa: S101 - planned above
-                await registry.create_device(conn, data, actor, refs)
-                created += 1
+                created.append(await registry.create_device(conn, data, actor, refs))
             else:
                 assert isinstance(data, DevicePatch)  # noqa: S101
-                await registry.update_device(conn, device_id, data, None, actor, refs)
-                updated += 1
+                updated.append(
+                    await registry.update_device(conn, device_id, data, None, actor, refs)
+                )
     return created, updated
 
 

@@ -3,12 +3,16 @@ the device's format, and the same as a QR code (an SVG made here, so the page ne
 
 from __future__ import annotations
 
+import io
 import time
 
 import orjson
+import psycopg
 import segno
 
-from devices.models import Credentials, Device, Setup
+from devices import registry
+from devices.models import Credentials, Device, Registered, Setup
+from pantau.settings import MqttSettings
 
 
 def snippet(
@@ -44,3 +48,21 @@ def setup_for(
     text = snippet(device, metrics, host, port, creds)
     qr = segno.make(text, error="m")
     return Setup(snippet=text, qr_svg=qr.svg_inline(border=2, omitsize=True))
+
+
+def terminal_qr(text: str) -> str:
+    """The snippet as a QR code drawn with block characters, for a terminal."""
+    out = io.StringIO()
+    segno.make(text, error="m").terminal(out=out, compact=True)
+    return out.getvalue()
+
+
+async def registration(
+    conn: psycopg.AsyncConnection, device: Device, creds: Credentials | None, mqtt: MqttSettings
+) -> Registered:
+    """What a technician gets back from registering a device (or renewing its password)."""
+    types = {t.id: t for t in await registry.device_types(conn)}
+    metrics = [m.metric for m in types[device.device_type].metrics]
+    host, port = mqtt.device_host or mqtt.host, mqtt.device_port or mqtt.port
+    setup = setup_for(device, metrics, host, port, creds)
+    return Registered(device=device, credentials=creds, setup=setup)

@@ -127,7 +127,8 @@ def simulate(
         raise ConfigError(f"cannot reach the MQTT broker {m.host}:{m.port}: {exc}") from None
     except KeyboardInterrupt:
         sent = simulator.sent
-    typer.echo(f"sent {sent} messages")
+    refused = f", {simulator.refused} refused by the broker" if simulator.refused else ""
+    typer.echo(f"sent {sent} messages{refused}")
 
 
 def register(app: typer.Typer) -> None:

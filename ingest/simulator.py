@@ -10,6 +10,7 @@ traffic counts with weekday rush hours; street lights on at night, drawing power
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -19,12 +20,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pantau.errors import PantauError
 from pantau.regency import KECAMATAN as REGENCY_KECAMATAN
 from pantau.regency import LATITUDE, LONGITUDE
 from pantau.supervisor import Worker
@@ -175,6 +177,12 @@ def messages(device: Device, readings: dict[str, float], now: float) -> Iterator
         yield f"bekasi-senml/{kec}/{device.device_id}", orjson.dumps(records)
 
 
+class SimulatorRefused(PantauError):
+    """The broker did not take the simulator's connection."""
+
+    exit_code = 2
+
+
 class Simulator:
     """Publishes the devices' reports at `rate` messages per second in total (QoS 1)."""
 
@@ -192,9 +200,14 @@ class Simulator:
         self.rate = rate
         self.sent = 0
         self._weather = Weather(random.Random(11))
+        # MQTT 5, so refused publishes come back as refused (3.1.1 drops them silently).
         self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"pantau-simulator-{uuid.uuid4().hex[:6]}"
+            CallbackAPIVersion.VERSION2,
+            client_id=f"pantau-simulator-{uuid.uuid4().hex[:6]}",
+            protocol=mqtt.MQTTv5,
         )
+        self.refused = 0
+        self._client.on_publish = self._on_publish
         if username:
             self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(1000)
@@ -215,11 +228,34 @@ class Simulator:
 
         return Worker("simulator", run)
 
+    def _on_publish(self, client: mqtt.Client, u: object, mid: int, reason: Any, p: object) -> None:
+        if reason.is_failure:
+            self.refused += 1
+
     def run(self, stop: threading.Event, duration: float | None = None) -> int:
-        """Publish until `stop` is set (or `duration` seconds passed); return messages sent."""
+        """Publish until `stop` is set (or `duration` seconds passed); return messages sent.
+        Raises SimulatorRefused when the broker does not take the connection."""
+        answered = threading.Event()
+        refusal: list[str] = []
+
+        def on_connect(client: mqtt.Client, u: object, f: object, reason: Any, p: object) -> None:
+            if reason.is_failure:
+                refusal.append(str(reason))
+            answered.set()
+
+        self._client.on_connect = on_connect
         self._client.connect(self._host, self._port)
         self._client.loop_start()
+        last: mqtt.MQTTMessageInfo | None = None
         try:
+            if not answered.wait(10):
+                raise SimulatorRefused(f"the MQTT broker {self._host}:{self._port} did not answer")
+            if refusal:
+                raise SimulatorRefused(
+                    f"the MQTT broker {self._host}:{self._port} refused the simulator: "
+                    f"{refusal[0]}; expected mqtt.username/password of a client allowed to "
+                    "publish on the default topics"
+                )
             started = time.monotonic()
             next_at = started
             for topic, payload in self._stream():
@@ -227,7 +263,7 @@ class Simulator:
                     duration is not None and time.monotonic() - started >= duration
                 ):
                     break
-                self._client.publish(topic, payload, qos=1)
+                last = self._client.publish(topic, payload, qos=1)
                 self.sent += 1
                 next_at += 1 / self.rate
                 delay = next_at - time.monotonic()
@@ -235,9 +271,18 @@ class Simulator:
                     stop.wait(delay)
                 elif delay < -1:
                     next_at = time.monotonic()  # fell behind: do not burst to catch up
+            if last is not None:
+                # Wait for the broker's answer to the last message (refusals included).
+                with contextlib.suppress(RuntimeError, ValueError):
+                    last.wait_for_publish(5)
         finally:
             self._client.disconnect()
             self._client.loop_stop()
+        if self.sent and self.refused == self.sent:
+            raise SimulatorRefused(
+                f"the MQTT broker {self._host}:{self._port} refused every message: this user may "
+                "not publish on the default topics"
+            )
         return self.sent
 
     def _stream(self) -> Iterator[tuple[str, bytes]]:

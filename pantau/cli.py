@@ -218,6 +218,7 @@ def dev() -> None:
     with stack:
         effective = stack.apply(settings)
         token = asyncio.run(stack.dev_token(effective))
+        client_config = stack.write_client_config(effective)
         if effective.http.port and not port_is_free(effective.http.port, effective.http.host):
             port = free_port(effective.http.host)
             typer.echo(f"HTTP port {effective.http.port} is taken; using {port} instead")
@@ -243,6 +244,8 @@ def dev() -> None:
                 f"{settings.embedded.simulate_rate:g} messages/s "
                 "(PANTAU_EMBEDDED__SIMULATE_DEVICES=0 turns it off)",
                 f"  Logs         {stack.var_dir / 'log'} and {stack.mosquitto.log_file}",
+                f"  CLI          export PANTAU_CONFIG={client_config}   "
+                "(then e.g. pantau devices list)",
                 "Press Ctrl-C to stop.",
                 "",
             ]

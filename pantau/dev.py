@@ -126,6 +126,23 @@ class DevStack:
         path.write_text(created.token + "\n")
         return created.token
 
+    def write_client_config(self, settings: Settings) -> Path:
+        """var/dev.toml: what `pantau` commands in another terminal need to reach this stack
+        (`export PANTAU_CONFIG=var/dev.toml`)."""
+        path = self.var_dir / "dev.toml"
+        mqtt = settings.mqtt
+        password = mqtt.password.get_secret_value() if mqtt.password else ""
+        path.touch(mode=0o600)
+        path.write_text(
+            "# Written by `pantau dev` at each start, for commands in another terminal:\n"
+            f"#   export PANTAU_CONFIG={path}\n"
+            f"[database]\nurl = {_quote(settings.database.url)}\n\n"
+            f"[mqtt]\nhost = {_quote(mqtt.host)}\nport = {mqtt.port}\n"
+            f"username = {_quote(mqtt.username or '')}\npassword = {_quote(password)}\n"
+            f"dynsec = {'true' if mqtt.dynsec else 'false'}\n"
+        )
+        return path
+
     def _secret(self, name: str) -> str:
         """A password of the stack, made at the first run and kept in var/secrets."""
         path = self.var_dir / "secrets" / name
@@ -154,10 +171,13 @@ class DevStack:
             }
             for mapping in default_mappings()
         ]
+        # Pantau's admin may publish there too, so `pantau simulate` works with var/dev.toml.
+        admin_acls = [{**acl, "rolename": "admin"} for acl in acls]
         Dynsec(self._mqtt(MqttSettings())).execute(
             [
                 {"command": "createRole", "rolename": role},
                 *acls,
+                *admin_acls,
                 {
                     "command": "createClient",
                     "username": SIMULATOR_USER,
@@ -188,3 +208,7 @@ def _reuse_or_free(port: object, data_dir: Path | None) -> int:
     if isinstance(port, int) and 1024 < port < 65536 and (left_running or port_is_free(port)):
         return port
     return free_port()
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

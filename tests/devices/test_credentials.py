@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pantau.embedded import MosquittoBroker, free_port
 from pantau.settings import Settings
 from tests.devices.conftest import Api
+from tests.fixtures.servers import DYNSEC_ADMIN
 from tests.pantau.test_service import running
 
 WL = {
@@ -179,3 +180,109 @@ async def test_broker_without_the_plugin_registers_nothing(api: Api, settings: S
             "is it loaded in the broker?"
         )
         assert (await http.get("/api/v1/devices/wl-setu-07")).status_code == 404
+
+
+async def test_renewed_credentials_replace_the_old_ones(
+    dynsec_api: Api, dynsec_broker: MosquittoBroker
+) -> None:
+    async with dynsec_api.client("technician") as http:
+        old = (await http.post("/api/v1/devices", json=WL)).json()["credentials"]
+        renewed = await http.post("/api/v1/devices/wl-setu-07/credentials")
+        assert renewed.status_code == 201
+        new = renewed.json()["credentials"]
+        assert new["password"] != old["password"]
+        assert f"MQTT_PASSWORD={new['password']}" in renewed.json()["setup"]["snippet"]
+        assert (await http.post("/api/v1/devices/nope/credentials")).status_code == 404
+    refused = Device(dynsec_broker.port, old["username"], old["password"])
+    await asyncio.sleep(1)
+    assert refused.refused
+    refused.close()
+    works = Device(dynsec_broker.port, new["username"], new["password"])
+    assert works.connected.wait(10)
+    works.close()
+
+
+def test_cli_issues_follows_and_renews(
+    dynsec_broker: MosquittoBroker, migrated_db: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": os.environ["PATH"],
+        "PANTAU_DATABASE__URL": migrated_db,
+        "PANTAU_MQTT__HOST": "127.0.0.1",
+        "PANTAU_MQTT__PORT": str(dynsec_broker.port),
+        "PANTAU_MQTT__USERNAME": DYNSEC_ADMIN[0],
+        "PANTAU_MQTT__PASSWORD": DYNSEC_ADMIN[1],
+        "PANTAU_MQTT__DYNSEC": "true",
+    }
+
+    def pantau(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pantau", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
+
+    added = pantau(
+        "devices",
+        "add",
+        "--id",
+        "wl-cli-01",
+        "--name",
+        "Dari CLI",
+        "--type",
+        "water_level",
+        "--kecamatan",
+        "setu",
+        "--qr",
+    )
+    assert added.returncode == 0, added.stderr
+    password = next(
+        line.split(": ", 1)[1]
+        for line in added.stdout.splitlines()
+        if line.startswith("MQTT password")
+    )
+    assert f"MQTT_PASSWORD={password}" in added.stdout
+    assert "█" in added.stdout or "▀" in added.stdout  # the QR code, drawn in the terminal
+    device = Device(dynsec_broker.port, "wl-cli-01", password)
+    assert device.connected.wait(10)
+    # Nobody subscribes in this test: MQTT 5 says so, and that is a success code.
+    assert device.publish("bekasi-json/setu/wl-cli-01", reading(1)) in (
+        "Success",
+        "No matching subscribers",
+    )
+    device.close()
+
+    assert pantau("devices", "retire", "wl-cli-01").returncode == 0
+    retired = Device(dynsec_broker.port, "wl-cli-01", password)
+    time.sleep(1)
+    assert retired.refused
+    retired.close()
+    refused = pantau("devices", "credentials", "wl-cli-01")
+    assert refused.returncode == 2
+    assert "is retired: make it active first" in refused.stderr
+    assert pantau("devices", "edit", "wl-cli-01", "--status", "active").returncode == 0
+    renewed = pantau("devices", "credentials", "wl-cli-01")
+    assert renewed.returncode == 0, renewed.stderr
+    assert password not in renewed.stdout
+
+    # The simulator with no right to publish is told so (exit 2), not "sent 40 messages".
+    bad = dict(env, PANTAU_MQTT__USERNAME="wl-cli-01", PANTAU_MQTT__PASSWORD="wrong")
+    refused_sim = subprocess.run(
+        [sys.executable, "-m", "pantau", "simulate", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        env=bad,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert refused_sim.returncode == 2
+    assert "refused the simulator: Not authorized" in refused_sim.stderr

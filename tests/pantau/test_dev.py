@@ -139,6 +139,32 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
         )
         assert listed.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/m/").status_code == 200
+        # A second terminal: commands reach this stack through var/dev.toml.
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pantau",
+                "devices",
+                "add",
+                "--id",
+                "wl-dev-01",
+                "--name",
+                "X",
+                "--type",
+                "water_level",
+                "--kecamatan",
+                "setu",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=var_dir.parent,
+            env={"PATH": os.environ["PATH"], "PANTAU_CONFIG": str(var_dir / "dev.toml")},
+        )
+        assert second.returncode == 0, second.stderr
+        assert "MQTT password (shown this once)" in second.stdout
         with psycopg.connect(dsn(var_dir), autocommit=True) as conn:
             kept = conn.execute(
                 "SELECT value FROM readings WHERE device_id = 'wl-cikarang-01'"
