@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
@@ -33,7 +34,8 @@ class ReadinessReport(BaseModel):
 def build_app(
     registry: CollectorRegistry, readiness: Readiness, routers: Sequence[APIRouter] = ()
 ) -> FastAPI:
-    app = FastAPI(
+    # Swagger UI and ReDoc served from the package, not a CDN: the command center may be offline.
+    app = FastAPIOffline(
         title="Pantau",
         version=__version__,
         description="Telemetry ingestion for the smart-city command center",

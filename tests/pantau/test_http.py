@@ -1,4 +1,5 @@
 import asyncio
+import re
 import socket
 
 import httpx
@@ -69,12 +70,18 @@ async def test_metrics_exposes_the_given_registry() -> None:
     assert "pantau_test_events_total 3.0" in response.text
 
 
-async def test_openapi_and_docs() -> None:
+async def test_openapi_and_docs_work_offline() -> None:
     async with client(Readiness()) as http:
         spec = (await http.get("/openapi.json")).json()
         docs = await http.get("/docs")
+        assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+        assert assets
+        for asset in assets:
+            assert asset.startswith("/"), f"/docs loads {asset} from elsewhere"
+            assert (await http.get(asset)).status_code == 200, asset
     assert {"/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
     assert docs.status_code == 200
+    assert "cdn" not in docs.text
 
 
 def test_readiness_names_are_unique() -> None:
