@@ -11,7 +11,7 @@ from pantau.supervisor import Worker
 
 
 def workers(ctx: ServiceContext) -> list[Worker]:
-    return [IngestService(ctx).worker()]
+    return IngestService(ctx).workers()
 
 
 def setup_app(app: FastAPI, ctx: ServiceContext) -> None:

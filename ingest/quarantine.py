@@ -36,6 +36,15 @@ class ReplayReport:
     still: dict[str, int] = field(default_factory=dict)  # reason -> count
 
 
+async def purge(conn: psycopg.AsyncConnection, retention_days: int) -> int:
+    """Delete quarantined payloads older than the retention; return how many."""
+    cur = await conn.execute(
+        "DELETE FROM quarantine WHERE received_at < now() - make_interval(days => %s)",
+        (retention_days,),
+    )
+    return cur.rowcount
+
+
 def list_entries(
     conn: psycopg.Connection,
     *,

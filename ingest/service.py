@@ -7,6 +7,7 @@ import asyncio
 import logging
 import threading
 
+from ingest import quarantine
 from ingest.batch import Processor
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 class IngestService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._settings = ctx.settings
+        self._pool = ctx.pool
         self._metrics = IngestMetrics.create(ctx.registry)
         self._subscriber: Subscriber | None = None
         ctx.readiness.add("broker", self.check)
@@ -32,8 +34,22 @@ class IngestService:
             return "ingestion not started"
         return None if sub.connected else f"broker {sub.where}: {sub.reason}"
 
-    def worker(self) -> Worker:
-        return Worker("ingest", self.run)
+    def workers(self) -> list[Worker]:
+        return [Worker("ingest", self.run), Worker("ingest-housekeeping", self.housekeeping)]
+
+    async def housekeeping(self, stop: asyncio.Event) -> None:
+        """Hourly: quarantined payloads past their retention are deleted."""
+        days = self._settings.ingest.quarantine_retention_days
+        while not stop.is_set():
+            async with self._pool.connection() as conn:
+                purged = await quarantine.purge(conn, days)
+            if purged:
+                log.info("deleted %d quarantined payloads older than %d days", purged, days)
+            try:
+                async with asyncio.timeout(3600):
+                    await stop.wait()
+            except TimeoutError:
+                pass
 
     def build(self) -> tuple[Pipeline, Subscriber]:
         s = self._settings

@@ -139,6 +139,9 @@ class IngestSettings(_Section):
         description="readings of devices not in the registry: accept (and list the device as "
         "pending) or quarantine",
     )
+    quarantine_retention_days: int = Field(
+        90, ge=1, description="quarantined payloads older than this are deleted (hourly)"
+    )
     database_retry_seconds: float = Field(
         2.0, gt=0, description="how often a down database is tried again"
     )

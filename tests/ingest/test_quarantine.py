@@ -97,3 +97,17 @@ def test_quarantine_commands(db: str, tmp_path: Path) -> None:
     assert replayed.returncode == 0, replayed.stderr
     assert "replayed 1: 1 resolved (1 new readings)" in replayed.stdout
     assert cli("quarantine", "list", db=db, cwd=tmp_path).stdout.strip() == "0 in quarantine"
+
+
+async def test_old_quarantine_is_purged(db: str) -> None:
+    from ingest.quarantine import purge
+
+    async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO quarantine (received_at, topic, payload, reason) VALUES"
+            " (now() - interval '100 days', 'old', 'x', 'bad_value'),"
+            " (now() - interval '10 days', 'recent', 'y', 'bad_value')"
+        )
+        assert await purge(conn, 90) == 1
+        rows = await (await conn.execute("SELECT topic FROM quarantine")).fetchall()
+    assert rows == [("recent",)]
