@@ -194,18 +194,7 @@ def edit(
         raise ConfigError("nothing to change: give at least one option, e.g. --status maintenance")
     patch = _validated(DevicePatch, **given, allow_outside=allow_outside)
 
-    settings = cliapp.settings()
-
-    async def work(conn: psycopg.AsyncConnection) -> Device:
-        async with conn.transaction():
-            current = await registry.get_device(conn, device_id)
-            device = await registry.update_device(
-                conn, device_id, patch, current.version, cliapp.actor()
-            )
-            await issuer_for(settings.mqtt).follow(conn, device, cliapp.actor())
-            return device
-
-    device = _run(work)
+    device = _change(device_id, patch)
     typer.echo(f"{device.device_id} is now at version {device.version}")
     _show(device)
 
@@ -214,18 +203,7 @@ def edit(
 def retire(device_id: Annotated[str, typer.Argument()]) -> None:
     """Retire a device (kept in the registry and its history; it may no longer report)."""
 
-    settings = cliapp.settings()
-
-    async def work(conn: psycopg.AsyncConnection) -> Device:
-        async with conn.transaction():
-            current = await registry.get_device(conn, device_id)
-            device = await registry.update_device(
-                conn, device_id, DevicePatch(status="retired"), current.version, cliapp.actor()
-            )
-            await issuer_for(settings.mqtt).follow(conn, device, cliapp.actor())
-            return device
-
-    _run(work)
+    _change(device_id, DevicePatch(status="retired"))
     typer.echo(f"{device_id} retired; its MQTT credentials no longer work")
 
 
@@ -349,6 +327,23 @@ def watch(
         raise ConfigError(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+def _change(device_id: str, patch: DevicePatch) -> Device:
+    """Apply `patch` at the version just read (refused if the device changes meanwhile); the
+    device's broker client follows."""
+    settings = cliapp.settings()
+
+    async def work(conn: psycopg.AsyncConnection) -> Device:
+        async with conn.transaction():
+            current = await registry.get_device(conn, device_id)
+            device = await registry.update_device(
+                conn, device_id, patch, current.version, cliapp.actor()
+            )
+            await issuer_for(settings.mqtt).follow(conn, device, cliapp.actor())
+            return device
+
+    return _run(work)
 
 
 def _validated(model: type[T], **values: Any) -> T:
