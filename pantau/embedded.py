@@ -303,13 +303,6 @@ class PostgresCluster:
             what="stopping PostgreSQL",
         )
 
-    def postmaster_pid(self) -> int | None:
-        try:
-            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
-        except FileNotFoundError:
-            return None
-        return int(first) if first.strip().isdigit() else None
-
 
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the thread that started us dies (Linux).
