@@ -78,22 +78,37 @@ def _version(if_match: str | None) -> int:
         ) from None
 
 
-@router.get("/devices", summary="List devices, with filters")
+@router.get(
+    "/devices",
+    summary="List devices, with filters",
+    responses={422: {"model": list[Problem], "description": "an unknown filter value"}},
+)
 async def list_devices(
     request: Request,
     who: Operator,
-    kecamatan: str | None = None,
-    device_type: Annotated[str | None, Query(alias="type")] = None,
-    status: Status | None = None,
+    kecamatan: Annotated[str | None, Query(description="id or name, e.g. setu or Setu")] = None,
+    device_type: Annotated[str | None, Query(alias="type", description="a type id")] = None,
+    status: Annotated[str | None, Query(description="active, maintenance or retired")] = None,
     pillar: str | None = None,
     q: Annotated[str | None, Query(description="text in the id, name or address note")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[Device]:
     async with _db(request) as conn:
-        return await registry.list_devices(
-            conn, registry.Filters(kecamatan, device_type, status, pillar, q, limit, offset)
-        )
+        try:
+            return await registry.list_devices(
+                conn, registry.Filters(kecamatan, device_type, status, pillar, q, limit, offset)
+            )
+        except registry.Invalid as exc:  # named as the query parameters the caller sent
+            raise registry.Invalid(
+                [
+                    p.model_copy(update={"field": _PARAMS.get(p.field, p.field)})
+                    for p in exc.problems
+                ]
+            ) from None
+
+
+_PARAMS = {"device_type": "type", "text": "q"}
 
 
 @router.post("/devices", status_code=201, summary="Register a device", responses=_ERRORS)
@@ -107,6 +122,8 @@ async def create_device(
         if credentials is not None:
             device = await registry.get_device(conn, device.device_id)
         registered = await registration(conn, device, credentials, request.app.state.settings.mqtt)
+    if credentials is not None:
+        registered.warning = registry.credentials_warning(device)
     _with_etag(device, response)
     response.headers["Location"] = f"/api/v1/devices/{device.device_id}"
     return registered
@@ -117,6 +134,8 @@ async def create_device(
     status_code=201,
     summary="Issue new MQTT credentials (an imported device, a lost password); the old "
     "password stops working",
+    description="A device in maintenance gets them too, with a `warning`: its broker client "
+    "stays disabled until the device is active again.",
     responses={404: _ERRORS[404], 409: {"description": "retired, or no credentials managed"}},
 )
 async def renew_credentials(request: Request, device_id: str, who: Technician) -> Registered:
@@ -124,7 +143,9 @@ async def renew_credentials(request: Request, device_id: str, who: Technician) -
         device = await registry.get_device(conn, device_id)
         credentials = await renew(conn, device, request.app.state.credentials, who.actor)
         device = await registry.get_device(conn, device_id)
-        return await registration(conn, device, credentials, request.app.state.settings.mqtt)
+        registered = await registration(conn, device, credentials, request.app.state.settings.mqtt)
+    registered.warning = registry.credentials_warning(device)
+    return registered
 
 
 @router.get("/devices/export", summary="Export devices as CSV or GeoJSON")
@@ -179,7 +200,10 @@ async def import_devices(request: Request, who: Technician) -> dict[str, int]:
     return {"created": len(created), "updated": len(updated)}
 
 
-@router.get("/devices/pending", summary="Devices that report but are not registered")
+@router.get(
+    "/devices/pending",
+    summary="Devices that report but are not registered, with the command that adopts each",
+)
 async def pending_devices(request: Request, who: Operator) -> list[PendingDevice]:
     async with _db(request) as conn:
         return await registry.pending(conn)
@@ -210,16 +234,14 @@ async def patch_device(
 @router.post(
     "/devices/{device_id}/retire",
     summary="Retire a device: its MQTT credentials stop working (If-Match)",
-    responses=_ERRORS,
+    responses={**_ERRORS, 409: {"description": "already retired: nothing was changed"}},
 )
 async def retire_device(
     request: Request, device_id: str, response: Response, who: Technician, if_match: IfMatch = None
 ) -> Device:
     version = _version(if_match)
     async with _db(request) as conn, conn.transaction():
-        device = await registry.update_device(
-            conn, device_id, DevicePatch(status="retired"), version, who.actor
-        )
+        device = await registry.retire_device(conn, device_id, version, who.actor)
         await request.app.state.credentials.follow(conn, device, who.actor)
     return _with_etag(device, response)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,11 @@ from devices import exchange, registry
 from devices.credentials import issuer_for, renew
 from devices.models import Device, DeviceIn, DevicePatch, Registered
 from devices.setup import registration, terminal_qr
-from pantau import cliapp, db
+from pantau import cliapp, db, logs
 from pantau.cliapp import WIB
 from pantau.errors import ConfigError
+from pantau.regency import inside
+from pantau.settings import Settings
 
 app = typer.Typer(
     help="The device registry: register, list, edit, retire, import, export.", no_args_is_help=True
@@ -27,8 +30,17 @@ app = typer.Typer(
 T = TypeVar("T")
 
 
+def _settings() -> Settings:
+    """The settings, with logging that keeps a terminal's output clean: a command's own output
+    goes to stdout, and only warnings and errors are logged (to stderr)."""
+    settings = cliapp.settings(configure_logs=False)
+    level = max(logging.WARNING, logging.getLevelName(settings.log.level))
+    logs.configure(logging.getLevelName(level), settings.log.format)
+    return settings
+
+
 def _run(work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
-    settings = cliapp.settings()
+    settings = _settings()
 
     async def go() -> T:
         async with await db.connect(settings.database, autocommit=True) as conn:
@@ -36,8 +48,50 @@ def _run(work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
+    except registry.Invalid as exc:
+        raise ConfigError(_problems(exc)) from None
     except registry.RegistryError as exc:
         raise ConfigError(str(exc)) from None
+
+
+# The option a user typed for each field, where it is not `--field-name`.
+_OPTIONS = {
+    "device_id": "--id",
+    "device_type": "--type",
+    "latitude": "--lat",
+    "longitude": "--lon",
+    "address_note": "--address",
+    "payload_format": "--format",
+    "expected_interval_seconds": "--interval",
+    "text": "--search",
+}
+
+
+def _option(field: str) -> str:
+    return _OPTIONS.get(field, "--" + field.replace("_", "-"))
+
+
+def _problems(exc: registry.Invalid) -> str:
+    """The problems of a command's options, each under the option the user typed (an import's,
+    with their rows, as they are)."""
+    if any(p.row is not None for p in exc.problems):
+        return str(exc)
+    return "; ".join(
+        f"{_option(p.field)}: {p.message.replace('set allow_outside', 'give --allow-outside')}"
+        for p in exc.problems
+    )
+
+
+def _check_position(latitude: float | None, longitude: float | None) -> None:
+    """A point outside the regency that lies inside once swapped: the usual typing slip."""
+    if latitude is None or longitude is None:
+        return
+    if not inside(latitude, longitude) and inside(longitude, latitude):
+        raise ConfigError(
+            f"--lat {latitude:g} --lon {longitude:g} lies outside Kabupaten Bekasi, but swapped "
+            f"it lies inside: latitude and longitude swapped? expected --lat {longitude:g} "
+            f"--lon {latitude:g}"
+        )
 
 
 def _line(d: Device) -> str:
@@ -66,6 +120,8 @@ def _credentials(registered: Registered, qr: bool) -> None:
     typer.echo(registered.setup.snippet, nl=False)
     if qr:
         typer.echo(terminal_qr(registered.setup.snippet), nl=False)
+    if registered.warning:
+        typer.echo(f"warning: {registered.warning}", err=True)
 
 
 Opt = typer.Option
@@ -90,6 +146,7 @@ def add(
     qr: Annotated[bool, Opt(help="also print the configuration as a QR code")] = False,
 ) -> None:
     """Register a device (and, with mqtt.dynsec, its MQTT credentials, shown once)."""
+    _check_position(latitude, longitude)
     data = _validated(
         DeviceIn,
         device_id=device_id,
@@ -105,14 +162,17 @@ def add(
         pillar=pillar,
         allow_outside=allow_outside,
     )
-    settings = cliapp.settings()
+    settings = _settings()
 
     async def work(conn: psycopg.AsyncConnection) -> Registered:
         async with conn.transaction():  # no credentials, no device
             device = await registry.create_device(conn, data, cliapp.actor())
             creds = await issuer_for(settings.mqtt).issue(conn, device, cliapp.actor())
             device = await registry.get_device(conn, device.device_id)
-            return await registration(conn, device, creds, settings.mqtt)
+            registered = await registration(conn, device, creds, settings.mqtt)
+            if creds is not None:
+                registered.warning = registry.credentials_warning(device)
+            return registered
 
     registered = _run(work)
     device = registered.device
@@ -123,15 +183,13 @@ def add(
 
 @app.command("list")
 def list_(
-    kecamatan: Annotated[str | None, Opt()] = None,
-    device_type: Annotated[str | None, Opt("--type")] = None,
+    kecamatan: Annotated[str | None, Opt(help="id or name, e.g. setu or 'Cikarang Pusat'")] = None,
+    device_type: Annotated[str | None, Opt("--type", help="e.g. water_level")] = None,
     status: Annotated[str | None, Opt(help="active, maintenance or retired")] = None,
     pillar: Annotated[str | None, Opt()] = None,
     text: Annotated[str | None, Opt("--search", "-s", help="text in id, name or address")] = None,
 ) -> None:
-    """List devices (last reading in WIB)."""
-    if status and status not in ("active", "maintenance", "retired"):
-        raise ConfigError(f"--status {status!r}: expected active, maintenance or retired")
+    """List devices (last reading in WIB). Filters take what `devices add` takes."""
     filters = registry.Filters(kecamatan, device_type, status, pillar, text, limit=100_000)
     devices = _run(lambda conn: registry.list_devices(conn, filters))
     typer.echo(
@@ -158,6 +216,26 @@ def show(device_id: Annotated[str, typer.Argument()]) -> None:
             f"{'reading':>26}: {r.metric} = {r.value:g} "
             f"at {r.time.astimezone(WIB):%Y-%m-%d %H:%M:%S} WIB"
         )
+
+
+@app.command("pending")
+def pending() -> None:
+    """Devices that report but are not registered, each with the command that adopts it."""
+    found = _run(registry.pending)
+    if not found:
+        typer.echo("no unregistered device has reported")
+        return
+    typer.echo(f"{'device':<24} {'first seen (WIB)':<17} {'last (WIB)':<17} metrics")
+    for p in found:
+        typer.echo(
+            f"{p.device_id:<24} {p.first_seen_at.astimezone(WIB):%Y-%m-%d %H:%M}  "
+            f"{p.last_received_at.astimezone(WIB):%Y-%m-%d %H:%M}  {', '.join(p.metrics) or '-'}"
+        )
+        typer.echo(f"    adopt: {p.adopt}")
+    typer.echo(
+        f"{len(found)} unregistered devices; adopt one by registering it with the line shown "
+        "(fill in what is in capitals; add --lat/--lon)"
+    )
 
 
 @app.command("edit")
@@ -192,6 +270,7 @@ def edit(
     }
     if not given:
         raise ConfigError("nothing to change: give at least one option, e.g. --status maintenance")
+    _check_position(latitude, longitude)
     patch = _validated(DevicePatch, **given, allow_outside=allow_outside)
 
     device = _change(device_id, patch)
@@ -202,9 +281,20 @@ def edit(
 @app.command("retire")
 def retire(device_id: Annotated[str, typer.Argument()]) -> None:
     """Retire a device (kept in the registry and its history; it may no longer report)."""
+    settings = _settings()
 
-    _change(device_id, DevicePatch(status="retired"))
-    typer.echo(f"{device_id} retired; its MQTT credentials no longer work")
+    async def work(conn: psycopg.AsyncConnection) -> str | None:
+        try:
+            async with conn.transaction():  # the device row is locked from read to change
+                device = await registry.retire_device(conn, device_id, None, cliapp.actor())
+                await issuer_for(settings.mqtt).follow(conn, device, cliapp.actor())
+        except registry.AlreadyRetired as exc:
+            return str(exc)
+        return None
+
+    already = _run(work)
+    # Retired already: what the user asked for holds, so say so and exit 0 (scripts may repeat).
+    typer.echo(already or f"{device_id} retired; its MQTT credentials no longer work")
 
 
 @app.command("credentials")
@@ -213,14 +303,16 @@ def credentials(
     qr: Annotated[bool, Opt(help="also print the configuration as a QR code")] = False,
 ) -> None:
     """Issue new MQTT credentials (an imported device, a lost password); the old ones stop."""
-    settings = cliapp.settings()
+    settings = _settings()
 
     async def work(conn: psycopg.AsyncConnection) -> Registered:
         async with conn.transaction():
             device = await registry.get_device(conn, device_id)
             creds = await renew(conn, device, issuer_for(settings.mqtt), cliapp.actor())
             device = await registry.get_device(conn, device_id)
-            return await registration(conn, device, creds, settings.mqtt)
+            registered = await registration(conn, device, creds, settings.mqtt)
+        registered.warning = registry.credentials_warning(device)
+        return registered
 
     _credentials(_run(work), qr)
 
@@ -300,7 +392,7 @@ def watch(
     seconds: Annotated[float | None, Opt(help="stop after this long (default: Ctrl-C)")] = None,
 ) -> None:
     """Print the device's readings as they are stored (checked every second)."""
-    settings = cliapp.settings()
+    settings = _settings()
 
     async def go() -> None:
         async with await db.connect(settings.database, autocommit=True) as conn:
@@ -332,7 +424,7 @@ def watch(
 def _change(device_id: str, patch: DevicePatch) -> Device:
     """Apply `patch` at the version just read (refused if the device changes meanwhile); the
     device's broker client follows."""
-    settings = cliapp.settings()
+    settings = _settings()
 
     async def work(conn: psycopg.AsyncConnection) -> Device:
         async with conn.transaction():
@@ -353,6 +445,9 @@ def _validated(model: type[T], **values: Any) -> T:
         return model.model_validate({k: v for k, v in values.items() if v is not None})  # type: ignore[attr-defined, no-any-return]
     except ValidationError as exc:
         problems = "; ".join(
-            f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+            f"{_option(str(e['loc'][0]))}"
+            + (f" {e['input']!r}" if e["loc"] and not isinstance(e["input"], dict) else "")
+            + f": {e['msg']}"
+            for e in exc.errors()
         )
         raise ConfigError(problems) from None

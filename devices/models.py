@@ -126,6 +126,9 @@ class Registered(BaseModel):
         None, description="null when no broker with dynamic security is configured"
     )
     setup: Setup
+    warning: str | None = Field(
+        None, description="e.g. the device is in maintenance: its credentials work once active"
+    )
 
 
 class MetricSpec(BaseModel):
@@ -166,6 +169,10 @@ class PendingDevice(BaseModel):
     first_seen_at: datetime
     last_reading_at: datetime
     last_received_at: datetime
+    metrics: list[str] = Field(default_factory=list, description="sent in its last hour")
+    device_type: str | None = Field(None, description="the one type with all those metrics")
+    kecamatan: str | None = Field(None, description="a kecamatan id found in the device id")
+    adopt: str = Field("", description="the `pantau devices add` line that registers it")
 
 
 class Reading(BaseModel):

@@ -3,8 +3,9 @@ audit log of every change. Used by the HTTP API and the CLI alike."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -25,6 +26,7 @@ from devices.models import (
     Problem,
     Reading,
 )
+from pantau.cliapp import WIB
 from pantau.errors import PantauError
 from pantau.mappings import default_mappings
 from pantau.regency import LATITUDE, LONGITUDE, inside
@@ -61,6 +63,10 @@ class NotFound(RegistryError):
 
 class Exists(RegistryError):
     status = 409
+
+
+class AlreadyRetired(Exists):
+    """Retiring a device that is retired already: nothing changes, and the caller is told."""
 
 
 class PreconditionRequired(RegistryError):
@@ -138,7 +144,46 @@ class Filters:
     offset: int = 0
 
 
+STATUSES = ("active", "maintenance", "retired")
+
+
+def resolve_filters(f: Filters, refs: References) -> Filters:
+    """The filters with a kecamatan name turned into its id, as `devices add` takes them; an
+    unknown value is an error listing the choices (never a silent empty list)."""
+    problems: list[Problem] = []
+    kecamatan_id = f.kecamatan
+    if f.kecamatan:
+        kecamatan_id = (
+            f.kecamatan
+            if f.kecamatan in refs.kecamatan
+            else refs.kecamatan_by_name.get(f.kecamatan.strip().lower())
+        )
+        if kecamatan_id is None:
+            problems.append(
+                Problem(
+                    field="kecamatan",
+                    message=f"{f.kecamatan!r} is not a kecamatan of the regency; expected an id "
+                    f"or a name: {', '.join(sorted(refs.kecamatan))}",
+                )
+            )
+    for field, value, choices, what in (
+        ("device_type", f.device_type, refs.types, "a device type"),
+        ("status", f.status, STATUSES, "a status"),
+        ("pillar", f.pillar, refs.pillars, "a pillar"),
+    ):
+        if value and value not in choices:
+            expected = ", ".join(sorted(choices))
+            problems.append(
+                Problem(field=field, message=f"{value!r} is not {what}; expected one of {expected}")
+            )
+    if problems:
+        raise Invalid(problems)
+    return replace(f, kecamatan=kecamatan_id)
+
+
 async def list_devices(conn: psycopg.AsyncConnection, f: Filters = Filters()) -> list[Device]:
+    if f.kecamatan or f.device_type or f.status or f.pillar:
+        f = resolve_filters(f, await references(conn))
     where: list[sql.Composable] = []
     params: dict[str, Any] = {"limit": f.limit, "offset": f.offset}
     for column, value in (
@@ -325,6 +370,34 @@ async def update_device(
     return device
 
 
+async def retire_device(
+    conn: psycopg.AsyncConnection, device_id: str, expected_version: int | None, actor: str
+) -> Device:
+    """Retire a device; one retired already is refused (409) with when it was retired, so a
+    second retire neither bumps the version nor writes an audit entry."""
+    async with conn.transaction():
+        current = await _locked(conn, device_id)
+        if current.status == "retired":
+            raise AlreadyRetired(
+                f"device {device_id!r} is already retired (since "
+                f"{current.updated_at.astimezone(WIB):%Y-%m-%d %H:%M} WIB): nothing was changed"
+            )
+        return await update_device(
+            conn, device_id, DevicePatch(status="retired"), expected_version, actor
+        )
+
+
+def credentials_warning(device: Device) -> str | None:
+    """Credentials of a device in maintenance are issued (the technician can set up a repaired
+    or replaced unit before it goes back into service) but its broker client stays disabled."""
+    if device.status != "maintenance":
+        return None
+    return (
+        f"device {device.device_id!r} is in maintenance: these credentials work once it is "
+        f"active again (pantau devices edit {device.device_id} --status active)"
+    )
+
+
 async def _locked(conn: psycopg.AsyncConnection, device_id: str) -> Device:
     cur = await conn.execute("SELECT 1 FROM devices WHERE device_id = %s FOR UPDATE", (device_id,))
     if await cur.fetchone() is None:
@@ -366,9 +439,54 @@ async def audit_entries(
 
 
 async def pending(conn: psycopg.AsyncConnection) -> list[PendingDevice]:
+    """Devices that report but are not registered, newest first (at most 1000), each with the
+    metrics it sent and the `pantau devices add` line that adopts it."""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute("SELECT * FROM pending_devices ORDER BY last_received_at DESC LIMIT 1000")
-    return [PendingDevice(**row) for row in await cur.fetchall()]
+    await cur.execute(
+        "SELECT p.*, ARRAY(SELECT DISTINCT metric FROM readings r WHERE r.device_id = p.device_id"
+        "  AND r.time > p.last_reading_at - interval '1 hour' ORDER BY 1) AS metrics"
+        " FROM pending_devices p ORDER BY last_received_at DESC LIMIT 1000"
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return []
+    refs = await references(conn)
+    found = []
+    for row in rows:
+        device_type = _type_of(row["metrics"], refs)
+        kecamatan_id = _kecamatan_in(row["device_id"], refs)
+        found.append(
+            PendingDevice(
+                **row,
+                device_type=device_type,
+                kecamatan=kecamatan_id,
+                adopt=adopt_command(row["device_id"], device_type, kecamatan_id),
+            )
+        )
+    return found
+
+
+def adopt_command(device_id: str, device_type: str | None, kecamatan_id: str | None) -> str:
+    """The `pantau devices add` line that registers a pending device; what could not be guessed
+    is left in capitals for the technician to fill in."""
+    return (
+        f"pantau devices add --id {shlex.quote(device_id)} --name {shlex.quote(device_id)}"
+        f" --type {device_type or 'TYPE'} --kecamatan {kecamatan_id or 'KECAMATAN'}"
+    )
+
+
+def _type_of(metrics: Sequence[str], refs: References) -> str | None:
+    """The one device type whose metrics include every metric the device sent, if exactly one."""
+    sent = set(metrics)
+    fits = [t.id for t in refs.types.values() if sent and sent <= {m.metric for m in t.metrics}]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _kecamatan_in(device_id: str, refs: References) -> str | None:
+    """A kecamatan id that is a part of the device id (`wl-cikarang-pusat-01`), the longest."""
+    padded = f"-{device_id.lower()}-"
+    found = [k for k in refs.kecamatan if f"-{k}-" in padded]
+    return max(found, key=len) if found else None
 
 
 async def latest_readings(

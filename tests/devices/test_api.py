@@ -4,6 +4,7 @@ import time
 import orjson
 import psycopg
 
+from pantau.embedded import MosquittoBroker
 from tests.devices.conftest import Api
 
 WL = {
@@ -169,7 +170,41 @@ async def test_filters(api: Api) -> None:
         assert await ids(status="maintenance") == ["sl-setu-01"]
         assert await ids(pillar="living") == ["sl-setu-01"]
         assert await ids(q="udara") == ["aq-babelan-01"]
-        assert (await http.get("/api/v1/devices", params={"status": "broken"})).status_code == 422
+        # What `devices add` takes, filters take: a kecamatan's name as well as its id.
+        assert await ids(kecamatan="Setu") == ["sl-setu-01", "wl-setu-01"]
+        assert await ids(kecamatan="cikarang pusat") == []
+
+        async def problems(**params: str) -> dict[str, str]:
+            response = await http.get("/api/v1/devices", params=params)
+            assert response.status_code == 422, response.text
+            return {p["field"]: p["message"] for p in response.json()["detail"]}
+
+        # An unknown value is an error listing the choices, never a silent empty list.
+        wrong = await problems(kecamatan="Jakarta", type="toaster")
+        assert wrong["kecamatan"].startswith("'Jakarta' is not a kecamatan of the regency")
+        assert "babelan, bojongmangu" in wrong["kecamatan"]
+        assert "tarumajaya" in wrong["kecamatan"]
+        assert wrong["type"] == (  # named as the query parameter the caller sent
+            "'toaster' is not a device type; expected one of air_quality, cctv_camera, "
+            "rain_gauge, street_light, traffic_counter, waste_bin, water_level, weather"
+        )
+        assert (await problems(status="broken"))["status"] == (
+            "'broken' is not a status; expected one of active, maintenance, retired"
+        )
+        assert "expected one of branding, economy" in (await problems(pillar="sport"))["pillar"]
+
+
+async def test_retiring_a_retired_device_says_so(api: Api) -> None:
+    async with api.client("technician") as http:
+        await http.post("/api/v1/devices", json=WL)
+        retired = await http.post("/api/v1/devices/wl-setu-01/retire", headers={"If-Match": '"1"'})
+        assert retired.status_code == 200
+        again = await http.post("/api/v1/devices/wl-setu-01/retire", headers={"If-Match": '"2"'})
+        assert again.status_code == 409
+        assert again.json()["detail"].startswith("device 'wl-setu-01' is already retired (since ")
+        assert again.json()["detail"].endswith(" WIB): nothing was changed")
+        device = await http.get("/api/v1/devices/wl-setu-01")
+        assert device.headers["etag"] == '"2"'  # no new version, no second audit entry
 
 
 async def test_audit_log_records_who_and_what(api: Api) -> None:
@@ -282,6 +317,12 @@ async def test_pending_devices_and_latest_readings(api: Api, settings) -> None: 
                 break
             await asyncio.sleep(0.1)
         assert [p["device_id"] for p in pending] == ["wl-setu-01"]
+        assert pending[0]["metrics"] == ["water_level_cm"]
+        assert pending[0]["device_type"] == "water_level"
+        assert pending[0]["adopt"] == (
+            "pantau devices add --id wl-setu-01 --name wl-setu-01 --type water_level"
+            " --kecamatan setu"
+        )
         await http.post("/api/v1/devices", json=WL)  # adopt it
         assert (await http.get("/api/v1/devices/pending")).json() == []
         latest = (await http.get("/api/v1/devices/wl-setu-01/readings/latest")).json()
@@ -327,3 +368,40 @@ async def test_seeded_kecamatan_match_the_regency_module(api: Api) -> None:
             for k in (await http.get("/api/v1/kecamatan")).json()
         }
     assert seeded == {(k.id, k.name, k.latitude, k.longitude) for k in KECAMATAN}
+
+
+async def test_credentials_of_a_device_in_maintenance_work_once_it_is_active(
+    dynsec_api: Api, dynsec_broker: MosquittoBroker
+) -> None:
+    from tests.devices.test_credentials import Device as MqttDevice
+    from tests.devices.test_credentials import reading
+
+    async with dynsec_api.client("technician") as http:
+        created = await http.post("/api/v1/devices", json={**WL, "status": "maintenance"})
+        assert created.status_code == 201, created.text
+        assert created.json()["warning"] == (
+            "device 'wl-setu-01' is in maintenance: these credentials work once it is active "
+            "again (pantau devices edit wl-setu-01 --status active)"
+        )
+        renewed = await http.post("/api/v1/devices/wl-setu-01/credentials")
+        assert renewed.status_code == 201, renewed.text
+        assert "is in maintenance" in renewed.json()["warning"]
+        creds = renewed.json()["credentials"]
+
+        early = MqttDevice(dynsec_broker.port, creds["username"], creds["password"])
+        assert await asyncio.to_thread(early.disconnected.wait, 10)
+        assert early.refused, "a device in maintenance must not connect yet"
+        assert not early.connected.is_set()
+        early.close()
+
+        active = await http.patch(
+            "/api/v1/devices/wl-setu-01",
+            json={"status": "active"},
+            headers={"If-Match": (await http.get("/api/v1/devices/wl-setu-01")).headers["etag"]},
+        )
+        assert active.status_code == 200, active.text
+        device = MqttDevice(dynsec_broker.port, creds["username"], creds["password"])
+        assert await asyncio.to_thread(device.connected.wait, 10)
+        assert device.publish(creds["topic"], reading(88.0)) == "Success"
+        device.close()
+        assert (await http.post("/api/v1/devices/wl-setu-01/credentials")).json()["warning"] is None

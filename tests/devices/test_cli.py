@@ -1,7 +1,9 @@
 """`pantau devices ...` and `pantau token ...` as a technician or an admin runs them."""
 
 import os
+import shlex
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 import orjson
 import psycopg
 
-from tests.fixtures.servers import run_pantau
+from pantau.embedded import MosquittoBroker
+from tests.fixtures.servers import DYNSEC_ADMIN, run_pantau
 
 
 def pantau(db: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -96,7 +99,7 @@ def test_bad_arguments_say_what_was_expected(migrated_db: str, tmp_path: Path) -
         "setu",
     )
     assert bad_id.returncode == 2
-    assert "--device-id: String should match pattern" in bad_id.stderr
+    assert "--id 'bad id': String should match pattern" in bad_id.stderr
     assert (
         pantau(migrated_db, tmp_path, "devices", "edit", "nope", "--name", "x").stderr.strip()
         == "error: no device 'nope'"
@@ -210,3 +213,145 @@ def test_tokens(migrated_db: str, tmp_path: Path) -> None:
     wrong = pantau(migrated_db, tmp_path, "token", "create", "--role", "root", "--name", "x")
     assert wrong.returncode == 2
     assert "role 'root': expected one of operator, technician, admin" in wrong.stderr
+
+
+ADD_WL = (
+    "devices",
+    "add",
+    "--id",
+    "wl-setu-01",
+    "--name",
+    "Pintu air CBL",
+    "--type",
+    "water_level",
+    "--kecamatan",
+    "setu",
+)
+
+
+def test_filters_take_what_add_takes_and_name_the_option(migrated_db: str, tmp_path: Path) -> None:
+    assert pantau(migrated_db, tmp_path, *ADD_WL).returncode == 0
+    by_name = pantau(migrated_db, tmp_path, "devices", "list", "--kecamatan", "Setu")
+    assert by_name.returncode == 0, by_name.stderr
+    assert by_name.stdout.rstrip().endswith("1 devices")
+    for option, value, message in (
+        ("--kecamatan", "Jakarta", "'Jakarta' is not a kecamatan of the regency; expected an id"),
+        ("--type", "toaster", "'toaster' is not a device type; expected one of air_quality, "),
+        ("--status", "broken", "'broken' is not a status; expected one of active, maintenance"),
+        ("--pillar", "sport", "'sport' is not a pillar; expected one of branding, "),
+    ):
+        wrong = pantau(migrated_db, tmp_path, "devices", "list", option, value)
+        assert wrong.returncode == 2, (option, wrong.stdout)
+        assert wrong.stderr.startswith(f"error: {option}: {message}"), wrong.stderr
+        assert wrong.stdout == ""  # never a silent "0 devices"
+    unknown_type = pantau(migrated_db, tmp_path, "devices", "edit", "wl-setu-01", "--type", "x")
+    assert unknown_type.stderr.startswith("error: --type: 'x' is not a device type"), (
+        unknown_type.stderr
+    )
+
+
+def test_swapped_latitude_and_longitude_get_a_hint(migrated_db: str, tmp_path: Path) -> None:
+    swapped = pantau(migrated_db, tmp_path, *ADD_WL, "--lat", "107.03", "--lon", "-6.35")
+    assert swapped.returncode == 2
+    assert swapped.stderr.strip() == (
+        "error: --lat 107.03 --lon -6.35 lies outside Kabupaten Bekasi, but swapped it lies "
+        "inside: latitude and longitude swapped? expected --lat -6.35 --lon 107.03"
+    )
+    assert (
+        pantau(migrated_db, tmp_path, *ADD_WL, "--lat", "-6.35", "--lon", "107.03").returncode == 0
+    )
+    moved = pantau(
+        migrated_db, tmp_path, "devices", "edit", "wl-setu-01", "--lat", "107.1", "--lon", "-6.3"
+    )
+    assert moved.returncode == 2
+    assert "expected --lat -6.3 --lon 107.1" in moved.stderr
+    far = pantau(
+        migrated_db, tmp_path, "devices", "edit", "wl-setu-01", "--lat", "-6.9", "--lon", "107.6"
+    )
+    assert far.stderr.startswith("error: --lat: (-6.9, 107.6) is outside Kabupaten Bekasi")
+    assert "give --allow-outside for an edge case" in far.stderr
+
+
+def test_pending_devices_with_the_line_that_adopts_them(migrated_db: str, tmp_path: Path) -> None:
+    assert pantau(migrated_db, tmp_path, "devices", "pending").stdout.strip() == (
+        "no unregistered device has reported"
+    )
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pantau_ensure_partitions('readings', current_date - 1, current_date + 1)"
+        )
+        conn.execute(
+            "INSERT INTO readings VALUES (now(), 'wl-cikarang-pusat-03', 'water_level_cm', 88),"
+            " (now(), 'odd-thing-9', 'hum', 1)"
+        )
+        conn.execute(
+            "INSERT INTO device_last_seen (device_id, last_reading_at, last_received_at)"
+            " VALUES ('wl-cikarang-pusat-03', now(), now()), ('odd-thing-9', now(), now())"
+        )
+    listed = pantau(migrated_db, tmp_path, "devices", "pending")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["device", "first", "seen", "(WIB)", "last", "(WIB)", "metrics"]
+    adopt = [line.split("adopt: ", 1)[1] for line in lines if "adopt: " in line]
+    assert sorted(adopt) == [
+        "pantau devices add --id odd-thing-9 --name odd-thing-9 --type TYPE --kecamatan KECAMATAN",
+        "pantau devices add --id wl-cikarang-pusat-03 --name wl-cikarang-pusat-03"
+        " --type water_level --kecamatan cikarang-pusat",
+    ]
+    assert "2 unregistered devices" in lines[-1]
+    # The line works as printed.
+    line = next(a for a in adopt if "wl-cikarang" in a)
+    adopted = pantau(migrated_db, tmp_path, *shlex.split(line)[1:])
+    assert adopted.returncode == 0, adopted.stderr
+    again = pantau(migrated_db, tmp_path, "devices", "pending").stdout
+    assert "wl-cikarang-pusat-03" not in again
+    assert "odd-thing-9" in again
+
+
+def test_states_credentials_and_no_log_lines_in_the_output(
+    migrated_db: str, tmp_path: Path, dynsec_broker: MosquittoBroker
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ["PATH"],
+            "PANTAU_DATABASE__URL": migrated_db,
+            "PANTAU_LOG__LEVEL": "DEBUG",  # even so, commands log only warnings
+            "PANTAU_MQTT__HOST": "127.0.0.1",
+            "PANTAU_MQTT__PORT": str(dynsec_broker.port),
+            "PANTAU_MQTT__USERNAME": DYNSEC_ADMIN[0],
+            "PANTAU_MQTT__PASSWORD": DYNSEC_ADMIN[1],
+            "PANTAU_MQTT__DYNSEC": "true",
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "pantau", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+
+    added = run(*ADD_WL)
+    assert added.returncode == 0, added.stderr
+    assert added.stderr == ""
+    edited = run("devices", "edit", "wl-setu-01", "--status", "maintenance")
+    assert edited.returncode == 0, edited.stderr
+    assert edited.stderr == ""  # no "MQTT client of wl-setu-01 disabled" record
+    renewed = run("devices", "credentials", "wl-setu-01")
+    assert renewed.returncode == 0, renewed.stderr
+    assert "MQTT password (shown this once): " in renewed.stdout
+    assert renewed.stderr.strip() == (
+        "warning: device 'wl-setu-01' is in maintenance: these credentials work once it is "
+        "active again (pantau devices edit wl-setu-01 --status active)"
+    )
+    retired = run("devices", "retire", "wl-setu-01")
+    assert retired.stdout.strip() == "wl-setu-01 retired; its MQTT credentials no longer work"
+    assert retired.stderr == ""
+    again = run("devices", "retire", "wl-setu-01")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("device 'wl-setu-01' is already retired (since ")
+    assert again.stdout.rstrip().endswith("WIB): nothing was changed")
+    refused = run("devices", "credentials", "wl-setu-01")
+    assert refused.returncode == 2
+    assert "is retired: make it active first" in refused.stderr
