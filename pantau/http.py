@@ -8,12 +8,15 @@ import contextlib
 import socket
 from collections.abc import Iterator, Sequence
 
+import orjson
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pantau import __version__
 from pantau.errors import ConfigError
@@ -32,7 +35,11 @@ class ReadinessReport(BaseModel):
 
 
 def build_app(
-    registry: CollectorRegistry, readiness: Readiness, routers: Sequence[APIRouter] = ()
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    routers: Sequence[APIRouter] = (),
+    *,
+    max_body_bytes: int = HttpSettings().max_body_bytes,
 ) -> FastAPI:
     # Swagger UI and ReDoc served from the package, not a CDN: the command center may be offline.
     app = FastAPIOffline(
@@ -40,6 +47,7 @@ def build_app(
         version=__version__,
         description="Telemetry ingestion for the smart-city command center",
     )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     async def healthz() -> Liveness:
@@ -64,6 +72,84 @@ def build_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+class BodyTooLarge(HTTPException):
+    """A request body passed `http.max_body_bytes`; answered 413 in the API's error shape."""
+
+    def __init__(self, limit: int, size: int | None = None) -> None:
+        what = f"request body of {size} bytes" if size is not None else "request body"
+        super().__init__(
+            413,
+            f"{what} is over the limit of {limit} bytes (http.max_body_bytes); "
+            "expected a smaller body: split the upload",
+        )
+
+
+class BodyLimit:
+    """Pure ASGI middleware bounding every request body: a `Content-Length` over the limit is
+    answered 413 before a byte of the body is read; a body without one (chunked) is counted as
+    the route reads it, and the read that passes the limit raises BodyTooLarge (413). The rest
+    of the body is never handed to the app: the server discards it as it arrives."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    break  # the server rejects a malformed Content-Length itself
+                if size > limit:
+                    await _reject(send, BodyTooLarge(limit, size))
+                    return
+                break
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except BodyTooLarge as exc:  # a route that let it through; FastAPI's own answer 413
+            if started:
+                raise
+            await _reject(send, exc)
+
+
+async def _reject(send: Send, exc: BodyTooLarge) -> None:
+    body = orjson.dumps({"detail": exc.detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": exc.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def bind(settings: HttpSettings) -> socket.socket:

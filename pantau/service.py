@@ -72,7 +72,9 @@ async def run(
                         log.info("applied %d migrations", len(applied))
             ctx = ServiceContext(settings, pool, registry, readiness)
             readiness.add("database", _database_check(pool, registry))
-            app = http.build_app(registry, readiness, [auth.router])
+            app = http.build_app(
+                registry, readiness, [auth.router], max_body_bytes=settings.http.max_body_bytes
+            )
             app.state.pool = pool
             app.state.settings = settings
             for domain in DOMAINS:

@@ -154,6 +154,11 @@ class IngestSettings(_Section):
 class HttpSettings(_Section):
     host: str = Field("127.0.0.1", description="address the HTTP API and /metrics listen on")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 = any free port)")
+    max_body_bytes: int = Field(
+        20 << 20,
+        ge=1024,
+        description="largest request body (bytes) any route accepts; a larger one is answered 413",
+    )
 
 
 class LogSettings(_Section):

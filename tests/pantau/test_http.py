@@ -102,3 +102,47 @@ def test_taken_port_is_a_clear_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"http.port = {port} on 127.0.0.1 cannot be used"):
             bind(HttpSettings(host="127.0.0.1", port=port))
+
+
+def echo_app(max_body_bytes: int) -> httpx.AsyncClient:
+    """An app with one route that reads its whole body, behind the body limit."""
+    from fastapi import APIRouter, Request
+
+    router = APIRouter()
+
+    @router.post("/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    app = build_app(CollectorRegistry(), Readiness(), [router], max_body_bytes=max_body_bytes)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pantau")
+
+
+async def test_body_limit_from_content_length_and_while_streaming() -> None:
+    sent = 0
+
+    async def chunks(total: int):  # type: ignore[no-untyped-def]
+        nonlocal sent
+        for _ in range(total // 1000):
+            sent += 1000
+            yield b"x" * 1000
+
+    async with echo_app(10_000) as http:
+        assert (await http.post("/echo", content=b"x" * 10_000)).json() == {"bytes": 10_000}
+        refused = await http.post("/echo", content=b"x" * 10_001)
+        assert refused.status_code == 413
+        assert refused.json() == {
+            "detail": "request body of 10001 bytes is over the limit of 10000 bytes "
+            "(http.max_body_bytes); expected a smaller body: split the upload"
+        }
+        streamed = await http.post("/echo", content=chunks(9_000))
+        assert streamed.json() == {"bytes": 9_000}
+        sent = 0
+        streamed = await http.post("/echo", content=chunks(1_000_000))
+        assert streamed.status_code == 413
+        assert "over the limit of 10000 bytes (http.max_body_bytes)" in streamed.json()["detail"]
+        # Reading stopped at the chunk that passed the limit, not at the end of the body.
+        assert sent <= 12_000
+        # A JSON body parsed by FastAPI itself is refused the same way.
+        refused = await http.post("/api/v1/none", json={"x": "y" * 20_000})
+        assert refused.status_code == 413
