@@ -2,7 +2,7 @@
 
 A new sensor vendor needs a mapping in `pantau.toml` (`[[ingest.mappings]]`), not code. Field
 specs are strings: `{name}` takes a topic segment captured by the pattern, `$.a.b[0]` takes a
-value from the JSON payload, anything else is a literal.
+value from the JSON payload (any key in brackets: `$['PM2.5']`), anything else is a literal.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pantau.ids import METRIC
 
 # name: (factor, offset) so that value_in_to = value_in_from * factor + offset
 CONVERSIONS: dict[str, tuple[float, float]] = {
@@ -32,9 +34,8 @@ CONVERSIONS: dict[str, tuple[float, float]] = {
     "ratio->%": (100.0, 0.0),
 }
 
-_SEGMENT = re.compile(r"^(\{[a-z_][a-z0-9_]*\}|\+|#|[^+#{}]+)$")
-_PATH = re.compile(r"^\$(\.[A-Za-z0-9_\-]+|\[\d+\])*$")
-_TOPIC_VAR = re.compile(r"^\{([a-z_][a-z0-9_]*)\}$")
+_SEGMENT = re.compile(r"\{[a-z_][a-z0-9_]*\}|\+|#|[^+#{}]+")
+_TOPIC_VAR = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
 class MappingSettings(BaseModel):
@@ -70,7 +71,7 @@ class MappingSettings(BaseModel):
     def _check_topic(cls, value: str) -> str:
         segments = value.split("/")
         for i, segment in enumerate(segments):
-            if not _SEGMENT.match(segment):
+            if not _SEGMENT.fullmatch(segment):
                 raise ValueError(
                     f"expected a topic pattern of literal segments, {{name}}, + or #; "
                     f"segment {segment!r} is none of those"
@@ -127,13 +128,28 @@ class MappingSettings(BaseModel):
                 "record_time": self.record_time,
                 **{f"metrics.{k}": v for k, v in self.metrics.items()},
             }
+            if self.device.startswith("$"):
+                paths["device"] = self.device
             for key, path in paths.items():
-                if path is not None and not _PATH.match(path):
-                    raise ValueError(f"{key} = {path!r}: expected a JSON path like $.a.b or $.a[0]")
+                if path is not None:
+                    try:
+                        parse_path(path)
+                    except ValueError as exc:
+                        raise ValueError(f"{key} = {path!r}: {exc}") from None
         if self.format == "senml" and self.device.startswith("$") and self.device != "$bn":
             raise ValueError("format 'senml' takes the device from the topic or from $bn")
+        stored = [(f"rename.{k}", v) for k, v in self.rename.items()]
+        stored += [(f"metrics.{k}", self.rename.get(k, k)) for k in self.metrics]
+        if self.format == "number" and self.metric and not _TOPIC_VAR.fullmatch(self.metric):
+            stored.append(("metric", self.rename.get(self.metric, self.metric)))
+        for key, name in stored:
+            if not METRIC.fullmatch(name):
+                raise ValueError(
+                    f"{key}: {name!r} is not a metric name; expected up to 128 letters, digits "
+                    f"and _ . : / % - starting with a letter, digit or _"
+                )
         for key, spec in specs.items():
-            var = _TOPIC_VAR.match(spec)
+            var = _TOPIC_VAR.fullmatch(spec)
             if var and var[1] not in variables:
                 raise ValueError(
                     f"{key} = {spec!r} but the topic pattern {self.topic!r} has no such segment; "
@@ -142,13 +158,147 @@ class MappingSettings(BaseModel):
         return self
 
 
+PathStep = str | int  # a key of an object, or an index of an array
+
+_NAME = re.compile(r"[\w-]+")  # what may follow a dot; any other key goes in brackets
+_INDEX = re.compile(r"-?[0-9]+")
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "/": "/", "\\": "\\"}
+_EXPECTED = "expected a JSON path such as $.a.b, $.a[0], $['PM2.5'] or $[\"Suhu Udara\"]"
+
+
+def parse_path(path: str) -> tuple[PathStep, ...]:
+    """`$.data['sensor:1'].value[0]` to ("data", "sensor:1", "value", 0).
+
+    Dots take keys of letters, digits, `_` and `-`; brackets take an array index or any key in
+    single or double quotes, with JSON's escapes (`\\'`, `\\"`, `\\\\`, `\\n`, `\\u00e9`, ...).
+    Raises ValueError naming the position and what was expected there.
+    """
+    if not path.startswith("$"):
+        raise ValueError(f"{_EXPECTED}: it must start with $")
+    steps: list[PathStep] = []
+    i, end = 1, len(path)
+    while i < end:
+        char = path[i]
+        if char == ".":
+            if path[i + 1 : i + 2] in (".", "*"):
+                raise ValueError(
+                    f"{_EXPECTED}: recursive descent (..) and wildcards (*) are not supported"
+                )
+            name = _NAME.match(path, i + 1)
+            if name is None:
+                raise ValueError(
+                    f"{_EXPECTED}: at character {i + 2}, expected a key of letters, digits, _ or - "
+                    f"after the dot (other keys in brackets and quotes: $['PM2.5'])"
+                )
+            steps.append(name[0])
+            i = name.end()
+        elif char == "[":
+            j = _skip_blanks(path, i + 1)
+            if j < end and path[j] in "'\"":
+                key, j = _quoted(path, j)
+                steps.append(key)
+            else:
+                index = _INDEX.match(path, j)
+                if index is None:
+                    raise ValueError(
+                        f"{_EXPECTED}: at character {j + 1}, expected an array index or a "
+                        f"quoted key inside the brackets"
+                    )
+                steps.append(int(index[0]))
+                j = index.end()
+            j = _skip_blanks(path, j)
+            if j >= end or path[j] != "]":
+                raise ValueError(f"{_EXPECTED}: at character {j + 1}, expected ]")
+            i = j + 1
+        else:
+            raise ValueError(
+                f"{_EXPECTED}: at character {i + 1}, expected . or [ but found {char!r} "
+                f"(wildcards, filters and .. are not supported)"
+            )
+    return tuple(steps)
+
+
+def format_path(steps: tuple[PathStep, ...] | list[PathStep], quote: str = "'") -> str:
+    """The path that `parse_path` reads back as `steps`: dots where they can be, brackets else."""
+    out = ["$"]
+    for step in steps:
+        if isinstance(step, int):
+            out.append(f"[{step}]")
+        elif _NAME.fullmatch(step):
+            out.append("." + step)
+        else:
+            out.append("[" + quote + _escape(step, quote) + quote + "]")
+    return "".join(out)
+
+
+def _skip_blanks(path: str, i: int) -> int:
+    while i < len(path) and path[i] in " \t":
+        i += 1
+    return i
+
+
+def _quoted(path: str, start: int) -> tuple[str, int]:
+    """The key quoted at `start` and the position after its closing quote."""
+    quote = path[start]
+    out: list[str] = []
+    i = start + 1
+    while i < len(path):
+        char = path[i]
+        if char == quote:
+            return "".join(out), i + 1
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        code = path[i + 1 : i + 2]
+        if code in ("'", '"'):
+            out.append(code)
+            i += 2
+        elif code in _ESCAPES:
+            out.append(_ESCAPES[code])
+            i += 2
+        elif code == "u":
+            unit, i = _hex4(path, i + 2)
+            if 0xD800 <= unit < 0xDC00 and path[i : i + 2] == "\\u":
+                low, after = _hex4(path, i + 2)
+                if 0xDC00 <= low < 0xE000:
+                    unit = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    i = after
+            out.append(chr(unit))
+        else:
+            raise ValueError(
+                f"{_EXPECTED}: at character {i + 1}, unknown escape {path[i : i + 2]!r} in a "
+                f"quoted key; expected one of \\' \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX"
+            )
+    raise ValueError(f"{_EXPECTED}: the key quoted at character {start + 1} has no closing {quote}")
+
+
+def _hex4(path: str, i: int) -> tuple[int, int]:
+    digits = path[i : i + 4]
+    if len(digits) != 4 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise ValueError(f"{_EXPECTED}: at character {i + 1}, expected 4 hex digits after \\u")
+    return int(digits, 16), i + 4
+
+
+def _escape(key: str, quote: str) -> str:
+    out = []
+    for char in key:
+        if char == "\\" or char == quote:
+            out.append("\\" + char)
+        elif ord(char) < 0x20:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def topic_variables(pattern: str) -> list[str]:
-    return [m[1] for s in pattern.split("/") if (m := _TOPIC_VAR.match(s))]
+    return [m[1] for s in pattern.split("/") if (m := _TOPIC_VAR.fullmatch(s))]
 
 
 def topic_filter(pattern: str) -> str:
     """The MQTT subscription filter of a pattern: every {name} becomes +."""
-    return "/".join("+" if _TOPIC_VAR.match(s) else s for s in pattern.split("/"))
+    return "/".join("+" if _TOPIC_VAR.fullmatch(s) else s for s in pattern.split("/"))
 
 
 def default_mappings() -> list[MappingSettings]:
