@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from devices import exchange, registry
+from devices import exchange, readings, registry
 from devices.credentials import renew
 from devices.models import (
     AuditEntry,
@@ -251,6 +252,58 @@ async def latest(request: Request, device_id: str, who: Operator) -> list[Readin
     async with _db(request) as conn:
         await registry.get_device(conn, device_id)
         return await registry.latest_readings(conn, device_id)
+
+
+@router.get(
+    "/devices/{device_id}/readings",
+    summary="A device's readings history, raw or from the 1 minute / 1 hour rollups (JSON or CSV)",
+    description=(
+        "Times in ISO 8601 with an offset (`from`, `to`: offset required; answers in WIB, "
+        "+07:00); the range is [from, to), by default the last 24 hours. `resolution`: raw, 1m, "
+        "1h, or auto (the finest that covers the range and fits the row limit). Bounded: raw "
+        f"answers at most {readings.MAX_RANGE['raw'].days} days, 1m "
+        f"{readings.MAX_RANGE['1m'].days} days, 1h {readings.MAX_RANGE['1h'].days} days, and at "
+        f"most {readings.MAX_ROWS} rows; past a bound, 422 says which and what to ask instead. "
+        "CSV with `format=csv` or `Accept: text/csv`."
+    ),
+    response_model=readings.History,
+    responses={
+        200: {"content": {"text/csv": {}}},
+        404: _ERRORS[404],
+        422: {"model": list[Problem], "description": "what is wrong, or which bound was passed"},
+    },
+)
+async def readings_history(
+    request: Request,
+    device_id: str,
+    who: Operator,
+    metric: Annotated[
+        list[str] | None, Query(description="one or more (repeat it); default: every metric")
+    ] = None,
+    start: Annotated[
+        str | None, Query(alias="from", description="e.g. 2026-12-01T00:00+07:00")
+    ] = None,
+    end: Annotated[str | None, Query(alias="to", description="default: now")] = None,
+    resolution: Annotated[str, Query(description="raw, 1m, 1h or auto")] = "auto",
+    format: Annotated[str | None, Query(description="json or csv (or send Accept)")] = None,
+) -> Response:
+    if format not in (None, "json", "csv"):
+        raise registry.Invalid(
+            [Problem(field="format", message=f"{format!r}: expected json or csv")]
+        )
+    as_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
+    query = readings.plan(device_id, metric or [], start, end, resolution, datetime.now(UTC))
+    async with _db(request) as conn:
+        found = await readings.history(conn, query)
+    if as_csv:
+        return Response(
+            readings.to_csv(found),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{readings.csv_filename(found)}"'
+            },
+        )
+    return Response(found.model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get("/device-types", summary="Device types with their metrics and thresholds")

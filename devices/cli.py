@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import psycopg
 import typer
 
-from devices import exchange, registry
+from devices import exchange, readings, registry
 from devices.credentials import issuer_for, renew
 from devices.models import Device, DeviceIn, DevicePatch, Registered
 from devices.setup import registration, terminal_qr
@@ -49,9 +49,17 @@ def _run(work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except registry.Invalid as exc:
-        raise ConfigError(_problems(exc)) from None
+        raise _InvalidOptions(_problems(exc), exc) from None
     except registry.RegistryError as exc:
         raise ConfigError(str(exc)) from None
+
+
+class _InvalidOptions(ConfigError):
+    """Problems with what the user typed, each under the option they typed."""
+
+    def __init__(self, message: str, invalid: registry.Invalid) -> None:
+        super().__init__(message)
+        self.invalid = invalid
 
 
 # The option a user typed for each field, where it is not `--field-name`.
@@ -71,13 +79,14 @@ def _option(field: str) -> str:
     return _OPTIONS.get(field, "--" + field.replace("_", "-"))
 
 
-def _problems(exc: registry.Invalid) -> str:
+def _problems(exc: registry.Invalid, options: dict[str, str] | None = None) -> str:
     """The problems of a command's options, each under the option the user typed (an import's,
     with their rows, as they are)."""
     if any(p.row is not None for p in exc.problems):
         return str(exc)
     return "; ".join(
-        f"{_option(p.field)}: {p.message.replace('set allow_outside', 'give --allow-outside')}"
+        f"{(options or {}).get(p.field) or _option(p.field)}: "
+        + p.message.replace("set allow_outside", "give --allow-outside")
         for p in exc.problems
     )
 
@@ -236,6 +245,56 @@ def pending() -> None:
         f"{len(found)} unregistered devices; adopt one by registering it with the line shown "
         "(fill in what is in capitals; add --lat/--lon)"
     )
+
+
+@app.command("readings")
+def readings_(
+    device_id: Annotated[str, typer.Argument()],
+    metric: Annotated[
+        list[str] | None, Opt("--metric", "-m", help="repeat for several; default: all")
+    ] = None,
+    start: Annotated[
+        str | None, Opt("--from", help="ISO 8601; without an offset, WIB (e.g. 2026-12-01)")
+    ] = None,
+    end: Annotated[str | None, Opt("--to", help="default: now")] = None,
+    resolution: Annotated[str, Opt(help="raw, 1m, 1h or auto (by range)")] = "auto",
+    as_csv: Annotated[bool, Opt("--csv", help="CSV (as the API's) instead of a table")] = False,
+) -> None:
+    """A device's readings history in WIB: raw, or 1 minute / 1 hour rollups for long ranges."""
+    try:
+        query = readings.plan(
+            device_id, metric or [], start, end, resolution, datetime.now(UTC), naive=WIB
+        )
+    except registry.Invalid as exc:
+        raise ConfigError(_readings_problems(exc)) from None
+    try:
+        found = _run(lambda conn: readings.history(conn, query))
+    except _InvalidOptions as exc:
+        raise ConfigError(_readings_problems(exc.invalid)) from None
+    if as_csv:
+        typer.echo(readings.to_csv(found), nl=False)
+        return
+    typer.echo(
+        f"{found.device_id}: {found.count} rows at resolution {found.resolution}, "
+        f"{found.start:%Y-%m-%d %H:%M} .. {found.end:%Y-%m-%d %H:%M} WIB"
+    )
+    raw = found.resolution == "raw"
+    typer.echo(
+        f"{'time (WIB)':<19}  {'metric':<20} {'value' if raw else 'avg':>12}"
+        + ("" if raw else f" {'min':>12} {'max':>12} {'samples':>8}")
+    )
+    for p in found.readings:
+        line = f"{p.time:%Y-%m-%d %H:%M:%S}  {p.metric:<20} {p.value:>12g}"
+        if not raw:
+            line += f" {p.min:>12g} {p.max:>12g} {p.samples:>8}"
+        typer.echo(line)
+
+
+_READINGS_OPTIONS = {"from": "--from", "to": "--to", "range": "--from/--to", "rows": "--from/--to"}
+
+
+def _readings_problems(exc: registry.Invalid) -> str:
+    return _problems(exc, _READINGS_OPTIONS).replace("resolution=", "--resolution ")
 
 
 @app.command("edit")
