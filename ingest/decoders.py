@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -32,6 +32,7 @@ BAD_TIME = "bad_timestamp"
 TIME_RANGE = "time_out_of_range"
 BAD_DEVICE = "bad_device_id"
 BAD_METRIC = "bad_metric"
+CONFLICTING = "conflicting_readings"
 UNREGISTERED = "unregistered_device"
 REJECTED = "rejected_by_database"
 REASONS = (
@@ -43,12 +44,14 @@ REASONS = (
     TIME_RANGE,
     BAD_DEVICE,
     BAD_METRIC,
+    CONFLICTING,
     UNREGISTERED,
     REJECTED,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SENML_RELATIVE = 2**28  # SenML times below this are relative to now (RFC 8428 4.5.3)
+_SENML_VERSION = 10  # RFC 8428's; a pack with a higher bver must not be used
 _UNIT_DIVISORS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _MISSING = object()
 
@@ -207,6 +210,10 @@ class Decoder:
             out.problem(exc.reason, exc.detail)
         except Exception as exc:  # the promise: nothing a payload does escapes the decoder
             out.problem(MALFORMED, f"{type(exc).__name__}: {exc}"[:200])
+        readings = out.readings
+        # distinct metrics cannot collide: the common case costs one small set
+        if len(readings) > 1 and len({m for _, _, m, _ in readings}) != len(readings):
+            _drop_collisions(out)
         return out
 
     def _extract(
@@ -243,6 +250,7 @@ class Decoder:
         metric: str,
         raw: Any,
         received_at: datetime,
+        renamed: bool = False,
     ) -> None:
         """Validate and append one reading, or record why not (other readings still count)."""
         try:
@@ -250,7 +258,8 @@ class Decoder:
         except BadField as exc:
             out.problem(exc.reason, f"{device}/{metric}: {exc.detail}")
             return
-        metric = self._rename.get(metric, metric)
+        if not renamed:
+            metric = self._rename.get(metric, metric)
         if not METRIC.fullmatch(metric):
             out.problem(BAD_METRIC, f"metric {_short(metric)} is not a valid metric name")
             return
@@ -366,8 +375,13 @@ class JsonDecoder(Decoder):
 
 
 class SenmlDecoder(Decoder):
-    """SenML JSON (RFC 8428): base name/time/value/unit carried forward; device from the topic
-    (metric = the record name) or from the base name (`device = "$bn"`)."""
+    """SenML JSON (RFC 8428), resolved as section 4.6 says: name = base name + name, time = base
+    time + time (relative to the receive time below 2**28), value = base value + value, sum =
+    base sum + sum, unit = unit or base unit. A record's metric is its own name, or its unit when
+    it has none (a tracker's `%RH`, `lat` and `lon` under one base name are three metrics); a sum
+    is stored as the metric + `_sum`. The device is the topic's, or with `device = "$bn"` the base
+    name (without a trailing `:`, `/` or `.`), or the whole name when the record names only a
+    device. String and data values (`vs`, `vd`) are not readings and are skipped."""
 
     def _extract(
         self, payload: bytes, captured: dict[str, str], received_at: datetime, out: Decoded
@@ -377,39 +391,118 @@ class SenmlDecoder(Decoder):
             raise BadField(MALFORMED, "SenML payload must be a JSON array of records")
         from_base = self.mapping.device == "$bn"
         device = "" if from_base else self._field(self.mapping.device, captured, None, "device")
-        base_name, base_time, base_value = "", 0.0, 0.0
+        rename = self._rename
+        base_name, base_unit, base_time, base_value = "", "", 0.0, 0.0
+        base_sum: float | None = None
+        version: int | None = None
         for record in pack:
             if type(record) is not dict:
                 raise BadField(MALFORMED, f"SenML record {_short(record)} is not an object")
+            for key in record:
+                if key[-1:] == "_":  # RFC 8428 4.4: a field that must be understood
+                    _refuse(out, f"SenML field {_short(key)} is not one Pantau understands")
+            if "bver" in record:
+                found = record["bver"]
+                if type(found) is not int or found < 1:
+                    _refuse(out, f"SenML bver {_short(found)} is not a positive integer")
+                if found > _SENML_VERSION:
+                    _refuse(
+                        out,
+                        f"SenML version {found} is newer than {_SENML_VERSION}, "
+                        "the version Pantau reads (RFC 8428)",
+                    )
+                if version is not None and found != version:
+                    _refuse(out, f"SenML records of one pack have versions {version} and {found}")
+                version = found
             if "bn" in record:
                 base_name = _senml_str(record["bn"], "bn")
             if "bt" in record:
                 base_time = _senml_num(record["bt"], "bt")
+            if "bu" in record:
+                base_unit = _senml_str(record["bu"], "bu")
             if "bv" in record:
                 base_value = _senml_num(record["bv"], "bv")
-            name = _senml_str(record.get("n", ""), "n")
-            if "v" in record:
-                raw: Any = _senml_num(record["v"], "v") + base_value
-            elif "vb" in record:
-                raw = record["vb"]
-            elif "vs" in record or "vd" in record or "s" in record:
-                continue  # text, data and sum records carry no reading value
-            else:
-                continue  # a base-only record
-            t = base_time + _senml_num(record.get("t", 0.0), "t")
-            if abs(t) < _SENML_RELATIVE:
-                when = received_at + timedelta(seconds=t)
-            else:
-                when = to_time(t, "s", UTC)
-            if from_base:
-                device_id = base_name.rstrip(":/.") if name else ""
-                metric = name
-            else:
-                device_id, metric = device, name or base_name
-            if not device_id or not metric:
-                out.problem(MISSING_FIELD, f"SenML record {_short(record)} has no name")
-                continue
-            self._add(out, when, device_id, metric, raw, received_at)
+            if "bs" in record:
+                base_sum = _senml_num(record["bs"], "bs")
+            try:
+                raw: Any = None
+                if "v" in record:
+                    raw = _senml_num(record["v"], "v") + base_value
+                elif "vb" in record:
+                    raw = record["vb"]
+                    if type(raw) is not bool:
+                        out.problem(BAD_VALUE, f"SenML vb {_short(raw)} is not a boolean")
+                        continue
+                total = None
+                if "s" in record:
+                    total = _senml_num(record["s"], "s") + (base_sum or 0.0)
+                elif base_sum is not None:
+                    total = base_sum
+                if raw is None and total is None:
+                    continue  # a base-only record, or a string or data value
+                name = _senml_str(record["n"], "n") if "n" in record else ""
+                unit = _senml_str(record["u"], "u") if "u" in record else base_unit
+                t = base_time + _senml_num(record["t"], "t") if "t" in record else base_time
+                if t >= _SENML_RELATIVE:
+                    when = to_time(t, "s", UTC)
+                else:
+                    try:
+                        when = received_at + timedelta(seconds=t)
+                    except OverflowError:
+                        raise BadField(BAD_TIME, f"relative time {t!r} is out of range") from None
+                if from_base:
+                    if base_name and name:
+                        device_id, metric = base_name.rstrip(":/."), name
+                    else:  # the record names only a device: the whole name is the device
+                        device_id, metric = (base_name or name).rstrip(":/."), unit
+                else:
+                    device_id, metric = device, name or unit
+                if not device_id or not metric:
+                    out.problem(
+                        MISSING_FIELD,
+                        f"SenML record {_short(record)} has "
+                        + ("no name" if not device_id else "no name of its own and no unit"),
+                    )
+                    continue
+                metric = rename.get(metric, metric)
+                if raw is not None:
+                    self._add(out, when, device_id, metric, raw, received_at, renamed=True)
+                if total is not None:
+                    sum_metric = metric + "_sum"
+                    metric = rename.get(sum_metric, sum_metric)
+                    self._add(out, when, device_id, metric, total, received_at, renamed=True)
+            except BadField as exc:  # this record only: the base fields carry on
+                out.problem(exc.reason, f"SenML record {_short(record)}: {exc.detail}")
+
+
+def _drop_collisions(out: Decoded) -> None:
+    """One message, one value per (device, metric, time): a repeat of the same value is kept
+    once; different values are a conflict, none of them is written and the message goes to
+    quarantine naming the key and the values (the writer would keep whichever came first)."""
+    values: dict[tuple[datetime, str, str], list[float]] = {}
+    for t, device, metric, value in out.readings:
+        values.setdefault((t, device, metric), []).append(value)
+    if len(values) == len(out.readings):
+        return
+    kept: list[Reading] = []
+    for (t, device, metric), found in values.items():
+        distinct = list(dict.fromkeys(found))
+        if len(distinct) == 1:
+            kept.append((t, device, metric, found[0]))
+            continue
+        shown = " and ".join(repr(v) for v in distinct[:3])
+        more = f" and {len(distinct) - 3} more" if len(distinct) > 3 else ""
+        out.problem(
+            CONFLICTING,
+            f"{device}/{metric} at {t.isoformat()}: values {shown}{more} in one message",
+        )
+    out.readings = kept
+
+
+def _refuse(out: Decoded, detail: str) -> NoReturn:
+    """The whole pack is not used (RFC 8428 4.4): no reading of it is written."""
+    out.readings.clear()
+    raise BadField(MALFORMED, detail)
 
 
 def _json(payload: bytes) -> Any:
@@ -423,7 +516,7 @@ def _senml_num(raw: Any, key: str) -> float:
     if type(raw) in (int, float) and math.isfinite(raw):
         return float(raw)
     raise BadField(
-        BAD_VALUE if key in ("v", "bv") else BAD_TIME, f"SenML {key} {_short(raw)} is not a number"
+        BAD_TIME if key in ("t", "bt") else BAD_VALUE, f"SenML {key} {_short(raw)} is not a number"
     )
 
 
