@@ -67,6 +67,20 @@ async def renew(
     return credentials
 
 
+# Read off a phone screen and typed into a device's web form: no characters that look alike
+# (l, I, 1, O, 0, o), in groups of four joined by "-" (the dashes are part of the password, so what
+# is shown is exactly what is typed). 5 groups of 4 from 56 characters: about 116 random bits.
+PASSWORD_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # noqa: S105
+PASSWORD_GROUPS, PASSWORD_GROUP_SIZE = 5, 4
+
+
+def new_password() -> str:
+    return "-".join(
+        "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_GROUP_SIZE))
+        for _ in range(PASSWORD_GROUPS)
+    )
+
+
 def role_name(device_id: str) -> str:
     return f"device:{device_id}"
 
@@ -85,7 +99,7 @@ class DynsecCredentials:
     async def issue(
         self, conn: psycopg.AsyncConnection, device: Device, actor: str
     ) -> Credentials | None:
-        password = secrets.token_urlsafe(18)
+        password = new_password()
         role = role_name(device.device_id)
         # Leftovers of an earlier attempt that did not commit are replaced.
         await asyncio.to_thread(

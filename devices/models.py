@@ -140,6 +140,8 @@ class MetricSpec(BaseModel):
     warn_high: float | None
     alarm_low: float | None
     alarm_high: float | None
+    label_id: str | None = Field(None, description="the metric's name in Bahasa Indonesia")
+    example: float | None = Field(None, description="a realistic value, for setup examples")
 
 
 class DeviceType(BaseModel):

@@ -45,6 +45,14 @@ KINDS: dict[str, tuple[str, ...]] = {
     "tc": ("vehicles",),
     "sl": ("power_w", "lamp_on"),
 }
+# The registry's device type of each kind (devices/ seeds these types).
+DEVICE_TYPES: dict[str, str] = {
+    "wl": "water_level",
+    "rg": "rain_gauge",
+    "aq": "air_quality",
+    "tc": "traffic_counter",
+    "sl": "street_light",
+}
 # How often each kind appears in a deployment.
 _KIND_WEIGHTS = {"wl": 3, "rg": 2, "aq": 2, "tc": 2, "sl": 3}
 
@@ -69,6 +77,26 @@ class Device:
     @property
     def metrics(self) -> tuple[str, ...]:
         return KINDS[self.kind]
+
+    @property
+    def device_type(self) -> str:
+        return DEVICE_TYPES[self.kind]
+
+    @property
+    def kecamatan_id(self) -> str:
+        return slug(self.kecamatan)
+
+    @property
+    def messages_per_report(self) -> int:
+        """A bare-number device sends one message per metric; the others one per report."""
+        return len(self.metrics) if self.fmt == "number" else 1
+
+
+def report_interval_seconds(devices: list[Device], rate: float) -> int:
+    """How often each device reports when all of them share `rate` messages per second: the
+    time of one round through the devices (the simulator visits them in turn)."""
+    per_round = sum(d.messages_per_report for d in devices)
+    return max(1, math.ceil(per_round / rate))
 
 
 class Weather:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
@@ -21,6 +22,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from pantau.errors import ConfigError
+from pantau.settings import HttpSettings
 
 Role = Literal["operator", "technician", "admin"]
 ROLES: tuple[Role, ...] = ("operator", "technician", "admin")
@@ -59,6 +61,35 @@ class NewToken(BaseModel):
 
 class CreatedToken(TokenInfo):
     token: str = Field(description="shown this once; store it now")
+
+
+def phone_url(http: HttpSettings) -> str:
+    """Where a phone opens the phone page: `http.public_url`, else the listening address (a LAN
+    address of this machine when Pantau listens on all of them)."""
+    if http.public_url:
+        return http.public_url.rstrip("/") + "/m/"
+    host = http.host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - recognising "all addresses", not binding
+        host = _lan_address()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{http.port}/m/"
+
+
+def signin_link(http: HttpSettings, token: str) -> str:
+    """A link that opens the phone page signed in. The token rides in the fragment, which a
+    browser never sends to a server or a proxy log; the page keeps it and clears the address."""
+    return f"{phone_url(http)}#token={token}"
+
+
+def _lan_address() -> str:
+    # Connecting a UDP socket sends nothing; it only picks the interface of the default route.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("10.255.255.255", 1))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
 
 
 def hash_token(token: str) -> str:

@@ -135,12 +135,30 @@ app.add_typer(token_app, name="token")
 def token_create(
     role: Annotated[str, typer.Option(help="operator (read), technician (devices) or admin")],
     name: Annotated[str, typer.Option(help="who or what holds it, e.g. 'Budi, teknisi Setu'")],
+    qr: Annotated[
+        bool,
+        typer.Option(
+            "--qr",
+            help="also print a sign-in link and its QR code: scanned with a phone, it opens "
+            "the phone page signed in",
+        ),
+    ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="the phone page's address in the link (default: http.public_url, else "
+            "http://<http.host>:<http.port>/m/)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create an API token and print it (shown this once)."""
     from pantau import auth, db
 
     auth.check_role(role)
     settings = cliapp.settings()
+    link_base = auth.phone_url(settings.http) if url is None else _phone_page_url(url)
 
     async def go() -> auth.CreatedToken:
         async with await db.connect(settings.database, autocommit=True) as conn:
@@ -149,10 +167,41 @@ def token_create(
     created = asyncio.run(go())
     typer.echo(f"token {created.id} ({created.role}) for {created.name}:")
     typer.echo(created.token)
+    if qr:
+        import io
+
+        import segno
+
+        link = f"{link_base}#token={created.token}"
+        typer.echo("")
+        typer.echo("Sign-in link for the phone page (scan the code, or open the link):")
+        typer.echo(link)
+        out = io.StringIO()
+        segno.make(link, error="m").terminal(out=out, compact=True)
+        typer.echo(out.getvalue(), nl=False)
+        host = link_base.split("//", 1)[1].split("/", 1)[0]
+        if host.startswith(("127.", "localhost", "[::1]")):
+            typer.echo(
+                f"note: {host} is this machine's own address; a phone needs the address it "
+                "reaches Pantau at: set http.public_url or pass --url",
+                err=True,
+            )
     typer.echo(
         f"Store it now: it is not shown again. Revoke with `pantau token revoke {created.id}`.",
         err=True,
     )
+
+
+def _phone_page_url(url: str) -> str:
+    from pantau.errors import ConfigError
+
+    if not url.startswith(("http://", "https://")) or "#" in url or " " in url:
+        raise ConfigError(
+            f"--url {url!r}: expected the phone page's address, e.g. http://192.168.1.20:8080/m/"
+        )
+    if url.endswith("/m/"):
+        return url
+    return url + "/" if url.endswith("/m") else url.rstrip("/") + "/m/"
 
 
 @token_app.command("list")
@@ -166,14 +215,14 @@ def token_list() -> None:
         async with await db.connect(settings.database, autocommit=True) as conn:
             return await auth.list_tokens(conn)
 
-    for t in asyncio.run(go()):
+    tokens = asyncio.run(go())
+    typer.echo(f"{'id':>4}  {'role':<10}  {'state':<18}  {'last used':<30}  name")
+    for t in tokens:
         state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
-        used = (
-            f"last used {t.last_used_at.astimezone(WIB):%Y-%m-%d %H:%M} WIB"
-            if t.last_used_at
-            else "never used"
-        )
+        used = f"{t.last_used_at.astimezone(WIB):%Y-%m-%d %H:%M} WIB" if t.last_used_at else "never"
         typer.echo(f"{t.id:>4}  {t.role:<10}  {state:<18}  {used:<30}  {t.name}")
+    if not tokens:
+        typer.echo("no tokens yet: pantau token create --role ... --name ...")
 
 
 @token_app.command("revoke")
@@ -207,7 +256,7 @@ def dev() -> None:
     """Run the embedded default: Pantau with its own PostgreSQL and Mosquitto under var/."""
     settings = cliapp.settings()
     from pantau import service
-    from pantau.dev import ADMIN_USER, DevStack
+    from pantau.dev import ADMIN_USER, DevStack, cli_command
     from pantau.embedded import free_port, port_is_free
 
     stack = DevStack(settings.embedded)
@@ -218,12 +267,23 @@ def dev() -> None:
     with stack:
         effective = stack.apply(settings)
         token = asyncio.run(stack.dev_token(effective))
-        client_config = stack.write_client_config(effective)
         if effective.http.port and not port_is_free(effective.http.port, effective.http.host):
             port = free_port(effective.http.host)
             typer.echo(f"HTTP port {effective.http.port} is taken; using {port} instead")
             effective = effective.model_copy(
                 update={"http": effective.http.model_copy(update={"port": port})}
+            )
+        client_config = stack.write_client_config(effective)
+        simulated = []
+        if settings.embedded.simulate_devices:
+            from ingest.simulator import build_devices, report_interval_seconds
+
+            simulated = build_devices(settings.embedded.simulate_devices)
+            interval = report_interval_seconds(simulated, settings.embedded.simulate_rate)
+            made, changed = asyncio.run(stack.register_simulated(effective, simulated, interval))
+            typer.echo(
+                f"Simulated sensors: {len(simulated)} registered devices ({made} new, {changed} "
+                f"updated), each reporting every {interval} s"
             )
 
         def banner(started: service.Started) -> None:
@@ -244,20 +304,21 @@ def dev() -> None:
                 f"{settings.embedded.simulate_rate:g} messages/s "
                 "(PANTAU_EMBEDDED__SIMULATE_DEVICES=0 turns it off)",
                 f"  Logs         {stack.var_dir / 'log'} and {stack.mosquitto.log_file}",
-                f"  CLI          export PANTAU_CONFIG={client_config}   "
-                "(then e.g. pantau devices list)",
+                f"  CLI          {cli_command(client_config)} devices list",
+                "               (or: source .venv/bin/activate; "
+                f"export PANTAU_CONFIG={client_config}; pantau devices list)",
                 "Press Ctrl-C to stop.",
                 "",
             ]
             typer.echo("\n".join(lines))
 
         extra = []
-        if settings.embedded.simulate_devices:
-            from ingest.simulator import Simulator, build_devices
+        if simulated:
+            from ingest.simulator import Simulator
             from pantau.dev import SIMULATOR_USER
 
             simulator = Simulator(
-                build_devices(settings.embedded.simulate_devices),
+                simulated,
                 host="127.0.0.1",
                 port=stack.mosquitto.port,
                 rate=settings.embedded.simulate_rate,

@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from pydantic import SecretStr
 
 from pantau.embedded import MosquittoBroker, PostgresCluster, free_port, port_is_free
 from pantau.mappings import default_mappings, topic_filter
 from pantau.settings import EmbeddedSettings, MqttSettings, Settings
+
+if TYPE_CHECKING:
+    from ingest.simulator import Device as SimulatedDevice
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +131,73 @@ class DevStack:
         path.write_text(created.token + "\n")
         return created.token
 
+    async def register_simulated(
+        self, settings: Settings, devices: list[SimulatedDevice], interval_seconds: int
+    ) -> tuple[int, int]:
+        """Register the simulated sensors as devices (type, kecamatan, position, interval), so
+        the registry, the API and the wall show what `make run` feeds. Idempotent: a device
+        already there is left alone, or brought in line when a run changed it (another rate,
+        another format); a device someone registered by hand under the same id is never
+        touched. Returns (created, updated)."""
+        from devices import registry
+        from devices.models import DeviceIn, DevicePatch
+        from pantau import db
+
+        created = updated = 0
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            refs = await registry.references(conn)
+            existing = {
+                d.device_id: d
+                for d in await registry.list_devices(conn, registry.Filters(limit=1_000_000))
+            }
+            async with conn.transaction():
+                for sim in devices:
+                    wanted = {
+                        "name": _simulated_name(sim, refs.types[sim.device_type].name_id),
+                        "device_type": sim.device_type,
+                        "kecamatan": sim.kecamatan_id,
+                        "latitude": sim.latitude,
+                        "longitude": sim.longitude,
+                        "expected_interval_seconds": interval_seconds,
+                        "payload_format": sim.fmt,
+                    }
+                    current = existing.get(sim.device_id)
+                    if current is None:
+                        await registry.create_device(
+                            conn,
+                            DeviceIn(
+                                device_id=sim.device_id,
+                                installed_by=SIMULATED_BY,
+                                metadata={"simulated": True},
+                                **wanted,
+                            ),
+                            "pantau dev",
+                            refs,
+                        )
+                        created += 1
+                        continue
+                    if not current.metadata.get("simulated"):
+                        log.warning(
+                            "device %s is registered by hand: the simulator publishes as it",
+                            sim.device_id,
+                        )
+                        continue
+                    changes = {k: v for k, v in wanted.items() if getattr(current, k) != v}
+                    if changes:
+                        await registry.update_device(
+                            conn,
+                            sim.device_id,
+                            DevicePatch(**changes),
+                            current.version,
+                            "pantau dev",
+                            refs,
+                        )
+                        updated += 1
+        return created, updated
+
     def write_client_config(self, settings: Settings) -> Path:
         """var/dev.toml: what `pantau` commands in another terminal need to reach this stack
-        (`export PANTAU_CONFIG=var/dev.toml`)."""
+        (`export PANTAU_CONFIG=var/dev.toml`), the HTTP address included (sign-in links)."""
         path = self.var_dir / "dev.toml"
         mqtt = settings.mqtt
         password = mqtt.password.get_secret_value() if mqtt.password else ""
@@ -139,7 +208,8 @@ class DevStack:
             f"[database]\nurl = {_quote(settings.database.url)}\n\n"
             f"[mqtt]\nhost = {_quote(mqtt.host)}\nport = {mqtt.port}\n"
             f"username = {_quote(mqtt.username or '')}\npassword = {_quote(password)}\n"
-            f"dynsec = {'true' if mqtt.dynsec else 'false'}\n"
+            f"dynsec = {'true' if mqtt.dynsec else 'false'}\n\n"
+            f"[http]\nhost = {_quote(settings.http.host)}\nport = {settings.http.port}\n"
         )
         return path
 
@@ -208,6 +278,26 @@ def _reuse_or_free(port: object, data_dir: Path | None) -> int:
     if isinstance(port, int) and 1024 < port < 65536 and (left_running or port_is_free(port)):
         return port
     return free_port()
+
+
+SIMULATED_BY = "pantau dev (simulator)"
+
+
+def _simulated_name(device: SimulatedDevice, type_name: str) -> str:
+    number = device.device_id.rsplit("-", 1)[-1]
+    return f"{type_name} {device.kecamatan} {number} (simulasi)"
+
+
+def cli_command(config: Path) -> str:
+    """The line to paste in another terminal: this installation's own `pantau` (the one next to
+    the running Python, so no virtualenv needs activating) with the stack's client config."""
+    here = Path(sys.executable).parent
+    pantau = here / "pantau"
+    if pantau.is_file():
+        program = shlex.quote(str(pantau))
+    else:
+        program = f"{shlex.quote(sys.executable)} -m pantau"
+    return f"PANTAU_CONFIG={shlex.quote(str(config))} {program}"
 
 
 def _quote(text: str) -> str:

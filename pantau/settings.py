@@ -159,6 +159,14 @@ class HttpSettings(_Section):
         ge=1024,
         description="largest request body (bytes) any route accepts; a larger one is answered 413",
     )
+    public_url: str | None = Field(
+        None,
+        max_length=200,
+        pattern=r"^https?://[^\s/#?]+(/[^\s#?]*)?$",
+        description="the address phones and browsers reach Pantau at, for sign-in links "
+        "(`pantau token create --qr`), e.g. `https://pantau.bekasikab.go.id` (default: "
+        "http://<http.host>:<http.port>)",
+    )
 
 
 class LogSettings(_Section):
