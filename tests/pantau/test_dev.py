@@ -14,7 +14,9 @@ import httpx
 import psycopg
 import pytest
 
+from ingest.simulator import build_devices, report_interval_seconds
 from pantau.embedded import free_port
+from pantau.settings import EmbeddedSettings
 
 
 @pytest.fixture
@@ -32,28 +34,43 @@ def var_dir() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
-def start_dev(var_dir: Path, http_port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pantau", "dev"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=var_dir.parent,
-        env={
-            "PATH": os.environ["PATH"],
-            "PANTAU_EMBEDDED__VAR_DIR": str(var_dir),
-            "PANTAU_HTTP__PORT": str(http_port),
-            "PANTAU_LOG__FORMAT": "text",
-        },
-    )
+def start_dev(var_dir: Path, http_port: int, **env: str) -> subprocess.Popen[str]:
+    """`pantau dev` as `make run` starts it; its terminal output goes to a file that the test
+    reads while it runs (`output`)."""
+    runs = len(list(var_dir.parent.glob("dev-*.out")))
+    out_file = var_dir.parent / f"dev-{runs + 1}.out"
+    with out_file.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pantau", "dev"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=var_dir.parent,
+            env={
+                "PATH": os.environ["PATH"],
+                "PANTAU_EMBEDDED__VAR_DIR": str(var_dir),
+                "PANTAU_HTTP__PORT": str(http_port),
+                "PANTAU_LOG__FORMAT": "text",
+                **env,
+            },
+        )
+    _OUTPUT[proc.pid] = out_file
+    return proc
+
+
+_OUTPUT: dict[int, Path] = {}
+
+
+def output(proc: subprocess.Popen[str]) -> str:
+    return _OUTPUT[proc.pid].read_text()
 
 
 def wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 30) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"pantau dev exited {proc.returncode}:\n{out}\n{err}")
+            _, err = proc.communicate()
+            pytest.fail(f"pantau dev exited {proc.returncode}:\n{output(proc)}\n{err}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                 return time.monotonic() - started
@@ -61,8 +78,8 @@ def wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 30) -> f
             pass
         time.sleep(0.2)
     proc.kill()
-    out, err = proc.communicate()
-    pytest.fail(f"/readyz not ready within {timeout}s:\n{out}\n{err}")
+    _, err = proc.communicate()
+    pytest.fail(f"/readyz not ready within {timeout}s:\n{output(proc)}\n{err}")
 
 
 def descendants(pid: int) -> set[int]:
@@ -118,8 +135,49 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
             "INSERT INTO readings VALUES (now(), 'wl-cikarang-01', 'water_level_cm', 87.5)"
         )
 
+    # The simulated sensors are registered devices, in the API as in the CLI.
+    simulated = build_devices(EmbeddedSettings().simulate_devices)
+    interval = report_interval_seconds(simulated, EmbeddedSettings().simulate_rate)
+    token = (var_dir / "secrets" / "api-admin-token").read_text().strip()
+    listed = httpx.get(
+        f"http://127.0.0.1:{port}/api/v1/devices",
+        params={"limit": 5000},
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    by_id = {d["device_id"]: d for d in listed}
+    assert set(by_id) == {d.device_id for d in simulated}
+    for sim in simulated:
+        device = by_id[sim.device_id]
+        assert (device["device_type"], device["kecamatan"], device["payload_format"]) == (
+            sim.device_type,
+            sim.kecamatan_id,
+            sim.fmt,
+        )
+        assert (device["latitude"], device["longitude"]) == (sim.latitude, sim.longitude)
+        assert device["expected_interval_seconds"] == interval
+        assert device["metadata"] == {"simulated": True}
+    assert f"{len(simulated)} registered devices ({len(simulated)} new, 0 updated)" in output(proc)
+
+    # The banner's CLI line, pasted in a fresh shell (no virtualenv active) in the directory
+    # `make run` was started from.
+    banner = output(proc)
+    line = next(x for x in banner.splitlines() if x.startswith("  CLI "))
+    command = line.removeprefix("  CLI ").strip()
+    pasted = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=var_dir.parent,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(var_dir.parent)},
+    )
+    assert pasted.returncode == 0, f"{command}\n{pasted.stderr}"
+    assert all(d.device_id in pasted.stdout for d in simulated), pasted.stdout
+
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
+    out = output(proc)
     assert proc.returncode == 0, err
     assert "Creating the embedded PostgreSQL" in out
     assert f"http://127.0.0.1:{port}/readyz" in out
@@ -130,9 +188,16 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
     assert not left, f"processes left behind: {left}"
     assert not (var_dir / "pg" / "postmaster.pid").exists()
 
-    proc = start_dev(var_dir, port)
+    # Another rate: the same devices, their interval brought in line, nothing registered twice.
+    proc = start_dev(var_dir, port, PANTAU_EMBEDDED__SIMULATE_RATE="24")
     try:
         wait_ready(proc, port, timeout=30)
+        faster = report_interval_seconds(simulated, 24)
+        assert faster != interval
+        assert (
+            f"{len(simulated)} registered devices (0 new, {len(simulated)} updated), "
+            f"each reporting every {faster} s" in output(proc)
+        )
         token = (var_dir / "secrets" / "api-admin-token").read_text().strip()
         listed = httpx.get(
             f"http://127.0.0.1:{port}/api/v1/devices", headers={"Authorization": f"Bearer {token}"}
@@ -181,9 +246,15 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
                 ).fetchone()
                 devices = row[0] if row else 0
             assert devices > 5
+            created = conn.execute(
+                "SELECT count(*) FROM audit_log WHERE action = 'create' AND entity = 'device'"
+                " AND actor = 'pantau dev'"
+            ).fetchone()
+            assert created == (len(simulated),)
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
+    out = output(proc)
     assert proc.returncode == 0, err
     assert "Reusing the embedded PostgreSQL" in out
     assert f"API token    {token}" in out  # the same token, still valid
@@ -208,6 +279,7 @@ def test_dev_recovers_after_kill_9(var_dir: Path) -> None:
     proc = start_dev(var_dir, port)
     try:
         wait_ready(proc, port)
+        assert "registered devices (0 new, 0 updated)" in output(proc)
     finally:
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=30)
