@@ -3,19 +3,29 @@ to write, the payloads to quarantine and the acknowledgements owed once both are
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ingest.decoders import (
     NO_MAPPING,
+    PAYLOAD_TOO_LARGE,
+    TOO_MANY_READINGS,
     Decoder,
     Limits,
     Reading,
     build_decoder,
 )
+from ingest.text import visible
 from ingest.topics import Router
+from pantau.ids import DEVICE_ID
 from pantau.mappings import MappingSettings
+
+# A payload over ingest.max_payload_bytes keeps only this much of its head in quarantine.
+KEPT_HEAD_BYTES = 4096
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+DEFAULT_MAX_READINGS = 1000
 
 
 @dataclass(slots=True)
@@ -32,10 +42,20 @@ class Message:
 class Quarantined:
     received_at: datetime
     topic: str
-    payload: bytes
+    payload: bytes  # whole, or only its head when `size` says it was longer
     reason: str
     detail: str
     mapping: str | None
+    source: str = ""  # the device the topic names, else the topic: what the hourly cap counts
+    size: int | None = None  # of the whole payload, when only its head is kept
+    sha256: bytes | None = None  # of the whole payload, when only its head is kept
+
+    @property
+    def whole_size(self) -> int:
+        return len(self.payload) if self.size is None else self.size
+
+    def payload_sha256(self) -> bytes:
+        return self.sha256 if self.sha256 is not None else hashlib.sha256(self.payload).digest()
 
 
 @dataclass(slots=True)
@@ -64,9 +84,9 @@ class Batch:
         self.origins = [self.origins[i] for i in keep]
         for index, names in sorted(held.items()):
             m = self.messages[index]
-            detail = f"{explain}{', '.join(sorted(names))}"[:300]
+            detail = visible(f"{explain}{', '.join(sorted(names))}"[:300])
             self.quarantine.append(
-                Quarantined(m.received_at, m.topic, m.payload, reason, detail, None)
+                Quarantined(m.received_at, m.topic, m.payload, reason, detail, None, min(names))
             )
 
     @property
@@ -78,18 +98,45 @@ class Batch:
 class Processor:
     """Decodes messages with the configured mappings."""
 
-    def __init__(self, mappings: Sequence[MappingSettings], limits: Limits) -> None:
+    def __init__(
+        self,
+        mappings: Sequence[MappingSettings],
+        limits: Limits,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_readings: int = DEFAULT_MAX_READINGS,
+    ) -> None:
         self.router = Router(mappings)
         self.decoders: list[Decoder] = [build_decoder(m, limits) for m in mappings]
+        # The topic segment naming the device, per mapping (None: the device is in the payload).
+        self._device_segment = [
+            m.device[1:-1] if m.device.startswith("{") else None for m in mappings
+        ]
+        self.max_payload_bytes = max_payload_bytes
+        self.max_readings = max_readings
 
     @classmethod
     def from_settings(
-        cls, mappings: Sequence[MappingSettings], max_future_seconds: float, max_past_days: float
+        cls,
+        mappings: Sequence[MappingSettings],
+        max_future_seconds: float,
+        max_past_days: float,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_readings: int = DEFAULT_MAX_READINGS,
     ) -> Processor:
         return cls(
             mappings,
             Limits(timedelta(seconds=max_future_seconds), timedelta(days=max_past_days)),
+            max_payload_bytes=max_payload_bytes,
+            max_readings=max_readings,
         )
+
+    def _source(self, topic: str, mapping: int | None, captured: dict[str, str]) -> str:
+        """What the quarantine's hourly cap counts: the device the topic names, else the topic."""
+        segment = self._device_segment[mapping] if mapping is not None else None
+        device = captured.get(segment) if segment is not None else None
+        return device if device is not None and DEVICE_ID.match(device) else topic
 
     def add(self, batch: Batch, message: Message) -> None:
         """Decode one message into `batch`."""
@@ -100,17 +147,33 @@ class Processor:
             batch.quarantine.append(
                 Quarantined(
                     message.received_at,
-                    message.topic,
+                    visible(message.topic),
                     message.payload,
                     NO_MAPPING,
                     "no mapping matches this topic",
                     None,
+                    visible(message.topic),
                 )
             )
             return
         decoder = self.decoders[routed[0]]
-        decoded = decoder.decode(message.payload, routed[1], message.received_at)
+        payload = message.payload
+        if len(payload) > self.max_payload_bytes:
+            self._too_large(batch, message, decoder.name, routed)
+            return
+        decoded = decoder.decode(payload, routed[1], message.received_at)
         readings = decoded.readings
+        if len(readings) > self.max_readings:
+            self._quarantine(
+                batch,
+                message,
+                TOO_MANY_READINGS,
+                f"{len(readings):,} readings in one message, over ingest.max_readings_per_message"
+                f" ({self.max_readings:,}); none written",
+                decoder.name,
+                routed,
+            )
+            return
         if readings:
             batch.readings.extend(readings)
             batch.origins.extend([index] * len(readings))
@@ -119,16 +182,52 @@ class Processor:
             detail = "; ".join(p.detail for p in decoded.problems[:5])
             if len(decoded.problems) > 5:
                 detail += f"; and {len(decoded.problems) - 5} more"
-            batch.quarantine.append(
-                Quarantined(
-                    message.received_at,
-                    message.topic,
-                    message.payload,
-                    first.reason,
-                    detail[:1000],
-                    decoder.name,
-                )
+            self._quarantine(batch, message, first.reason, detail[:1000], decoder.name, routed)
+
+    def _quarantine(
+        self,
+        batch: Batch,
+        message: Message,
+        reason: str,
+        detail: str,
+        mapping: str,
+        routed: tuple[int, dict[str, str]],
+    ) -> None:
+        topic = visible(message.topic)
+        batch.quarantine.append(
+            Quarantined(
+                message.received_at,
+                topic,
+                message.payload,
+                reason,
+                visible(detail),
+                mapping,
+                visible(self._source(topic, routed[0], routed[1])),
             )
+        )
+
+    def _too_large(
+        self, batch: Batch, message: Message, mapping: str, routed: tuple[int, dict[str, str]]
+    ) -> None:
+        """Only the head of an oversized payload is kept, with the whole one's size and hash."""
+        payload = message.payload
+        sha256 = hashlib.sha256(payload).digest()
+        topic = visible(message.topic)
+        batch.quarantine.append(
+            Quarantined(
+                message.received_at,
+                topic,
+                payload[:KEPT_HEAD_BYTES],
+                PAYLOAD_TOO_LARGE,
+                f"payload of {len(payload):,} bytes is over ingest.max_payload_bytes "
+                f"({self.max_payload_bytes:,}); sha256 {sha256.hex()}; "
+                f"only the first {KEPT_HEAD_BYTES:,} bytes kept",
+                mapping,
+                visible(self._source(topic, routed[0], routed[1])),
+                len(payload),
+                sha256,
+            )
+        )
 
     def batch(self, messages: Iterable[Message]) -> Batch:
         batch = Batch()

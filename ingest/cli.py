@@ -71,13 +71,15 @@ def quarantine_list(
 @quarantine_app.command("replay")
 def quarantine_replay(reason: ReasonOption = None) -> None:
     """Run quarantined payloads through the current mappings; write what decodes now."""
-    from ingest.quarantine import replay
+    from ingest.quarantine import Policy, processor_limits, replay
 
     reasons = _check_reasons(reason)
     settings = cliapp.settings()
     s = settings.ingest
-    processor = Processor.from_settings(s.mappings, s.max_future_seconds, s.max_past_days)
-    writer = Writer(settings.database.url)
+    processor = Processor.from_settings(
+        s.mappings, s.max_future_seconds, s.max_past_days, **processor_limits(s)
+    )
+    writer = Writer(settings.database.url, policy=Policy.from_settings(s))
     try:
         with _connect(settings.database.url) as conn:
             report = replay(conn, writer, processor, reasons=reasons)

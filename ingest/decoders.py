@@ -35,6 +35,9 @@ BAD_METRIC = "bad_metric"
 CONFLICTING = "conflicting_readings"
 UNREGISTERED = "unregistered_device"
 REJECTED = "rejected_by_database"
+PAYLOAD_TOO_LARGE = "payload_too_large"
+TOO_MANY_READINGS = "too_many_readings"
+UNSTORABLE = "unstorable"
 REASONS = (
     NO_MAPPING,
     MALFORMED,
@@ -47,6 +50,9 @@ REASONS = (
     CONFLICTING,
     UNREGISTERED,
     REJECTED,
+    PAYLOAD_TOO_LARGE,
+    TOO_MANY_READINGS,
+    UNSTORABLE,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

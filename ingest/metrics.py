@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ingest.decoders import REASONS
+
+if TYPE_CHECKING:
+    from ingest.writer import WriteResult
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,9 @@ class IngestMetrics:
     database_connected: Gauge
     mqtt_connected: Gauge
     mqtt_reconnects: Counter
+    readings_conflicting: Counter
+    quarantine_summarised: Counter
+    quarantine_dropped: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> IngestMetrics:
@@ -96,4 +103,42 @@ class IngestMetrics:
             mqtt_reconnects=Counter(
                 "pantau_mqtt_reconnects", "Reconnect attempts to the MQTT broker", registry=registry
             ),
+            **_quarantine_metrics(registry),
         )
+
+
+def _quarantine_metrics(registry: CollectorRegistry) -> dict[str, Counter]:
+    summarised = Counter(
+        "pantau_ingest_quarantine_summarised",
+        "Quarantined messages only counted, not kept whole (over the per-device hourly cap)",
+        ["reason"],
+        registry=registry,
+    )
+    dropped = Counter(
+        "pantau_ingest_quarantine_dropped",
+        "Quarantined payloads deleted, oldest first, to stay under ingest.quarantine_max_bytes",
+        ["reason"],
+        registry=registry,
+    )
+    for reason in REASONS:
+        summarised.labels(reason)
+        dropped.labels(reason)
+    return {
+        "readings_conflicting": Counter(
+            "pantau_ingest_readings_conflicting",
+            "Readings for an already stored (device, metric, time) with another value; the "
+            "first stored value is kept",
+            registry=registry,
+        ),
+        "quarantine_summarised": summarised,
+        "quarantine_dropped": dropped,
+    }
+
+
+def count_quarantine(m: IngestMetrics, result: WriteResult) -> None:
+    """A written batch's conflicting readings and what the quarantine's bounds left out."""
+    m.readings_conflicting.inc(result.conflicting)
+    for reason, n in result.stored.summarised.items():
+        m.quarantine_summarised.labels(reason).inc(n)
+    for reason, n in result.quarantine_dropped.items():
+        m.quarantine_dropped.labels(reason).inc(n)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from ingest.batch import Batch, Message, Processor
 from ingest.decoders import UNREGISTERED
-from ingest.metrics import IngestMetrics
+from ingest.metrics import IngestMetrics, count_quarantine
 from ingest.spool import Spool, SpoolFull
 from ingest.writer import DatabaseDown, Writer, WriteResult
 from pantau.settings import IngestSettings
@@ -234,6 +234,7 @@ class Pipeline:
         m.batch_readings.observe(len(batch.readings))
         for q in result.quarantined:
             m.messages_quarantined.labels(q.reason).inc()
+        count_quarantine(m, result)
         readings = batch.readings
         if readings:
             # Lag of up to 100 readings spread over the batch: a per-reading histogram would

@@ -1,19 +1,257 @@
 """Quarantine: payloads that could not be decoded or mapped, kept whole with their reason.
 
+`store` is the writer's side: one row per message (a digest of topic and payload; a redelivery
+counts a repeat), at most `max_per_source_hour` payloads kept whole per device (or topic) and
+hour, the rest counted in that hour's summary row, and every text made storable (a row the
+database still refuses is kept as raw bytes with the reason `unstorable`). `trim` keeps the
+whole quarantine under `max_bytes`, dropping the oldest first.
+
 `replay` runs stored payloads through the current mappings (after a fix): what now decodes is
 written (idempotently) and marked resolved; what still fails stays, with its new reason.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg.types.json import Jsonb
 
-from ingest.batch import Batch, Message, Processor
-from ingest.writer import Writer
+from ingest.batch import Batch, Message, Processor, Quarantined
+from ingest.decoders import UNSTORABLE
+from ingest.text import visible
+
+if TYPE_CHECKING:
+    from ingest.writer import Writer
+    from pantau.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+# What a refused row may raise: the database's refusal, or psycopg's own when it cannot encode.
+REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError, ValueError)
+
+_INSERT = """
+INSERT INTO quarantine (received_at, topic, payload, reason, detail, mapping, digest, source,
+                        payload_size, payload_sha256, repeats)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (digest) DO UPDATE
+    SET repeats = quarantine.repeats + 1 + EXCLUDED.repeats,
+        last_received_at = EXCLUDED.received_at
+"""
+_REPEATED = """
+UPDATE quarantine q
+SET repeats = q.repeats + u.n,
+    last_received_at = GREATEST(q.last_received_at, u.received_at)
+FROM unnest(%s::bytea[], %s::int[], %s::timestamptz[]) AS u (digest, n, received_at)
+WHERE q.digest = u.digest
+"""
+# Takes the hour's row lock, so concurrent writers share one budget.
+_BUDGET = """
+INSERT INTO quarantine_hourly (source, hour) VALUES (%s, %s)
+ON CONFLICT (source, hour) DO UPDATE SET source = EXCLUDED.source
+RETURNING kept, reasons
+"""
+_SPENT = """
+UPDATE quarantine_hourly
+SET kept = %s, summarised = summarised + %s, summarised_bytes = summarised_bytes + %s,
+    reasons = %s, last_at = GREATEST(last_at, %s)
+WHERE source = %s AND hour = %s
+"""
+# Newest first, keep rows while their running total fits; the rest (the oldest) go.
+_TRIM = """
+WITH ranked AS (
+    SELECT id, sum(octet_length(payload)) OVER (ORDER BY id DESC) AS newer FROM quarantine
+), gone AS (
+    DELETE FROM quarantine q USING ranked r
+    WHERE q.id = r.id AND r.newer > %(max)s
+    RETURNING q.source, q.received_at, q.reason
+), counted AS (
+    UPDATE quarantine_hourly h SET dropped = h.dropped + g.n
+    FROM (
+        SELECT source, date_trunc('hour', received_at, 'UTC') AS hour, count(*) AS n
+        FROM gone GROUP BY 1, 2
+    ) AS g
+    WHERE h.source = g.source AND h.hour = g.hour
+)
+SELECT reason, count(*) FROM gone GROUP BY 1
+"""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The quarantine's bounds (ingest.quarantine_max_per_source_hour, _max_bytes)."""
+
+    max_per_source_hour: int = 100
+    max_bytes: int = 1 << 30
+
+    @classmethod
+    def from_settings(cls, s: IngestSettings) -> Policy:
+        return cls(s.quarantine_max_per_source_hour, s.quarantine_max_bytes)
+
+
+def processor_limits(s: IngestSettings) -> dict[str, int]:
+    """The Processor's keyword arguments for the payload and readings bounds."""
+    return {"max_payload_bytes": s.max_payload_bytes, "max_readings": s.max_readings_per_message}
+
+
+@dataclass
+class Stored:
+    kept: int = 0  # new rows, payloads kept whole (or their head, when too large)
+    repeats: int = 0  # messages already in quarantine (redeliveries, replays)
+    summarised: dict[str, int] = field(default_factory=dict)  # reason -> only counted
+    unstorable: int = 0
+    bytes: int = 0  # payload bytes added
+
+
+def digest(topic: str, payload_sha256: bytes) -> bytes:
+    """One message's identity in quarantine (the migration computes the same for old rows)."""
+    return hashlib.sha256(visible(topic).encode() + b"\x00" + payload_sha256).digest()
+
+
+def _hour(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def store(conn: psycopg.Connection, entries: Sequence[Quarantined], policy: Policy) -> Stored:
+    """Write `entries` inside the caller's transaction. An entry whose row the database refuses
+    even after its text was made storable gets the reason `unstorable` (changed in place, so
+    the caller's metrics see it)."""
+    out = Stored()
+    if not entries:
+        return out
+    unique: dict[bytes, list[Quarantined]] = {}
+    for q in entries:
+        unique.setdefault(digest(q.topic, q.payload_sha256()), []).append(q)
+    with conn.cursor() as cur:
+        cur.execute("SELECT digest FROM quarantine WHERE digest = ANY(%s)", (list(unique),))
+        existing = [bytes(row[0]) for row in cur.fetchall()]
+        if existing:
+            cur.execute(
+                _REPEATED,
+                (
+                    existing,
+                    [len(unique[d]) for d in existing],
+                    [max(q.received_at for q in unique[d]) for d in existing],
+                ),
+            )
+            out.repeats += sum(len(unique[d]) for d in existing)
+        groups: dict[tuple[str, datetime], list[tuple[bytes, list[Quarantined]]]] = {}
+        for d, same in unique.items():
+            if d not in existing:
+                q = same[0]
+                groups.setdefault((visible(q.source or q.topic), _hour(q.received_at)), []).append(
+                    (d, same)
+                )
+        for (source, hour), items in sorted(groups.items(), key=lambda kv: kv[0]):
+            row = cur.execute(_BUDGET, (source, hour)).fetchone()
+            kept, reasons = (row[0], dict(row[1])) if row else (0, {})
+            room = max(0, policy.max_per_source_hour - kept)
+            whole, over = items[:room], items[room:]
+            _insert(conn, cur, whole, source, out)
+            over_bytes = 0
+            for _, same in over:
+                reason = same[0].reason
+                reasons[reason] = reasons.get(reason, 0) + len(same)
+                out.summarised[reason] = out.summarised.get(reason, 0) + len(same)
+                over_bytes += same[0].whole_size * len(same)
+            out.repeats += sum(len(same) - 1 for _, same in whole)
+            last = max(q.received_at for _, same in items for q in same)
+            cur.execute(
+                _SPENT,
+                (
+                    kept + len(whole),
+                    sum(len(same) for _, same in over),
+                    over_bytes,
+                    Jsonb(reasons),
+                    last,
+                    source,
+                    hour,
+                ),
+            )
+    return out
+
+
+def _row(d: bytes, same: list[Quarantined], source: str) -> tuple[object, ...]:
+    q = same[0]
+    return (
+        q.received_at,
+        visible(q.topic),
+        q.payload,
+        q.reason,
+        visible(q.detail),
+        visible(q.mapping) if q.mapping is not None else None,
+        d,
+        source,
+        q.whole_size,
+        q.payload_sha256(),
+        len(same) - 1,
+    )
+
+
+def _insert(
+    conn: psycopg.Connection,
+    cur: psycopg.Cursor,
+    items: list[tuple[bytes, list[Quarantined]]],
+    source: str,
+    out: Stored,
+) -> None:
+    if not items:
+        return
+    rows = [_row(d, same, source) for d, same in items]
+    try:
+        with conn.transaction():
+            cur.executemany(_INSERT, rows)
+    except REFUSED:
+        # Find the refused rows one by one; each is kept as raw bytes with its reason.
+        for (_, same), row in zip(items, rows, strict=True):
+            try:
+                with conn.transaction():
+                    cur.execute(_INSERT, row)
+            except REFUSED as exc:
+                log.warning("quarantine row refused (%s); kept as unstorable", exc)
+                with conn.transaction():
+                    cur.execute(_INSERT, _unstorable(row, exc))
+                for q in same:
+                    q.reason = UNSTORABLE
+                out.unstorable += 1
+    out.kept += len(items)
+    out.bytes += sum(len(same[0].payload) for _, same in items)
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii").replace("\x00", "\\x00")
+
+
+def _unstorable(row: tuple[object, ...], exc: Exception) -> tuple[object, ...]:
+    """The same message with nothing but ASCII text around its raw payload bytes."""
+    received_at, topic, payload, reason, detail, _mapping, d, source, size, sha, repeats = row
+    why = _ascii(f"{type(exc).__name__}: {' '.join(str(exc).split())}")[:300]
+    return (
+        received_at,
+        _ascii(str(topic)),
+        payload,
+        UNSTORABLE,
+        f"the database refused this row ({why}); it was {_ascii(str(reason))}: "
+        f"{_ascii(str(detail))[:500]}",
+        None,
+        d,
+        _ascii(str(source)),
+        size,
+        sha,
+        repeats,
+    )
+
+
+def trim(conn: psycopg.Connection, max_bytes: int) -> dict[str, int]:
+    """Delete the oldest rows until the payloads fit in `max_bytes`; count them by reason."""
+    with conn.transaction():
+        rows = conn.execute(_TRIM, {"max": max_bytes}).fetchall()
+    return dict(rows)
 
 
 @dataclass(frozen=True)
@@ -26,6 +264,26 @@ class Entry:
     detail: str
     mapping: str | None
     resolved_at: datetime | None
+    source: str
+    repeats: int  # times it came again after the first (redeliveries, replays)
+    payload_size: int  # of the whole payload; more than len(payload) when only its head is kept
+
+    @property
+    def cut(self) -> bool:
+        return self.payload_size > len(self.payload)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One source's hour: payloads kept whole, more only counted (by reason), dropped later."""
+
+    source: str
+    hour: datetime
+    kept: int
+    summarised: int
+    summarised_bytes: int
+    reasons: dict[str, int]
+    dropped: int
 
 
 @dataclass
@@ -34,12 +292,17 @@ class ReplayReport:
     resolved: int = 0
     readings: int = 0
     still: dict[str, int] = field(default_factory=dict)  # reason -> count
+    cut: int = 0  # entries holding only the head of a too large payload: not replayable
 
 
 async def purge(conn: psycopg.AsyncConnection, retention_days: int) -> int:
     """Delete quarantined payloads older than the retention; return how many."""
     cur = await conn.execute(
         "DELETE FROM quarantine WHERE received_at < now() - make_interval(days => %s)",
+        (retention_days,),
+    )
+    await conn.execute(
+        "DELETE FROM quarantine_hourly WHERE hour < now() - make_interval(days => %s)",
         (retention_days,),
     )
     return cur.rowcount
@@ -54,7 +317,8 @@ def list_entries(
 ) -> list[Entry]:
     rows = conn.execute(
         """
-        SELECT id, received_at, topic, payload, reason, detail, mapping, resolved_at
+        SELECT id, received_at, topic, payload, reason, detail, mapping, resolved_at,
+               source, repeats, payload_size
         FROM quarantine
         WHERE (%(all)s OR resolved_at IS NULL)
           AND (cardinality(%(reasons)s::text[]) = 0 OR reason = ANY(%(reasons)s::text[]))
@@ -64,6 +328,21 @@ def list_entries(
         {"all": include_resolved, "reasons": list(reasons), "limit": limit},
     ).fetchall()
     return [Entry(*row) for row in rows]
+
+
+def summaries(conn: psycopg.Connection, *, limit: int = 50) -> list[Summary]:
+    """Hours in which a source sent more than was kept whole (or lost rows to the size cap)."""
+    rows = conn.execute(
+        """
+        SELECT source, hour, kept, summarised, summarised_bytes, reasons, dropped
+        FROM quarantine_hourly
+        WHERE summarised > 0 OR dropped > 0
+        ORDER BY hour DESC, summarised DESC, source
+        LIMIT %s
+        """,
+        (limit,),
+    ).fetchall()
+    return [Summary(*row) for row in rows]
 
 
 def counts(conn: psycopg.Connection) -> dict[str, int]:
@@ -83,12 +362,22 @@ def replay(
 ) -> ReplayReport:
     """Re-decode unresolved entries (oldest first) with `processor`; write what decodes now."""
     report = ReplayReport()
+    # A head alone would decode to nothing, or to wrong readings: such entries are not replayed.
+    row = conn.execute(
+        """
+        SELECT count(*) FROM quarantine
+        WHERE resolved_at IS NULL AND octet_length(payload) < payload_size
+          AND (cardinality(%(reasons)s::text[]) = 0 OR reason = ANY(%(reasons)s::text[]))
+        """,
+        {"reasons": list(reasons)},
+    ).fetchone()
+    report.cut = row[0] if row else 0
     last_id = 0
     while True:
         rows = conn.execute(
             """
             SELECT id, topic, payload, received_at FROM quarantine
-            WHERE resolved_at IS NULL AND id > %(after)s
+            WHERE resolved_at IS NULL AND id > %(after)s AND octet_length(payload) = payload_size
               AND (cardinality(%(reasons)s::text[]) = 0 OR reason = ANY(%(reasons)s::text[]))
             ORDER BY id LIMIT %(chunk)s
             """,
@@ -106,7 +395,7 @@ def replay(
             processor.add(batch, Message(topic, bytes(payload), received_at))
             if len(batch.quarantine) > before:
                 problem = batch.quarantine.pop()
-                still.append((problem.reason, problem.detail, entry_id))
+                still.append((problem.reason, visible(problem.detail), entry_id))
                 report.still[problem.reason] = report.still.get(problem.reason, 0) + 1
             else:
                 resolved.append(entry_id)

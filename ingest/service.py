@@ -54,12 +54,19 @@ class IngestService:
     def build(self) -> tuple[Pipeline, Subscriber]:
         s = self._settings
         processor = Processor.from_settings(
-            s.ingest.mappings, s.ingest.max_future_seconds, s.ingest.max_past_days
+            s.ingest.mappings,
+            s.ingest.max_future_seconds,
+            s.ingest.max_past_days,
+            **quarantine.processor_limits(s.ingest),
         )
         pipeline = Pipeline(
             s.ingest,
             processor,
-            Writer(s.database.url, connect_timeout=max(2, int(s.database.connect_timeout_seconds))),
+            Writer(
+                s.database.url,
+                connect_timeout=max(2, int(s.database.connect_timeout_seconds)),
+                policy=quarantine.Policy.from_settings(s.ingest),
+            ),
             Spool(s.ingest.spool_dir, s.ingest.spool_max_bytes),
             self._metrics,
             max_pending=2 * s.mqtt.receive_maximum,

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -201,6 +202,7 @@ def _encode(batch: Batch) -> bytes:
                     q.reason,
                     q.detail,
                     q.mapping,
+                    *_quarantined_extra(q),
                 )
                 for q in batch.quarantine
             ],
@@ -215,7 +217,19 @@ def _decode(body: bytes) -> Batch:
         origins=doc["o"],
         messages=[Message(t, base64.b64decode(p), _time(r)) for t, p, r in doc["m"]],
         quarantine=[
-            Quarantined(_time(r), t, base64.b64decode(p), reason, detail, mapping)
-            for r, t, p, reason, detail, mapping in doc["q"]
+            Quarantined(_time(r), t, base64.b64decode(p), reason, detail, mapping, *extra)
+            for r, t, p, reason, detail, mapping, *extra in map(_quarantined_fields, doc["q"])
         ],
     )
+
+
+def _quarantined_extra(q: Quarantined) -> tuple[str, int | None, str | None]:
+    """Source, whole size and hash of a quarantined payload (records of older versions lack
+    them)."""
+    return q.source, q.size, q.sha256.hex() if q.sha256 is not None else None
+
+
+def _quarantined_fields(fields: list[Any]) -> list[Any]:
+    if len(fields) > 8 and fields[8] is not None:
+        fields[8] = bytes.fromhex(fields[8])
+    return fields

@@ -30,6 +30,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.batch import Message
 from ingest.metrics import IngestMetrics
+from ingest.text import topic_text
 from pantau.mqtt import apply_credentials
 from pantau.settings import MqttSettings
 
@@ -227,9 +228,13 @@ class Subscriber:
         self._set_down(self._refusal or f"disconnected ({reason})")
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # MQTT forbids it; quarantined, visibly escaped
+            topic = topic_text(msg._topic)
         self._deliver(
             Message(
-                msg.topic,
+                topic,
                 cast(bytes, msg.payload),  # paho hands over the bytes it read
                 datetime.now(UTC),
                 msg.mid,

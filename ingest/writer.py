@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import errors
 
+from ingest import quarantine
 from ingest.batch import Batch, Quarantined
 from ingest.decoders import REJECTED, Reading
 
@@ -45,9 +46,11 @@ ON CONFLICT (device_id) DO UPDATE
     SET last_reading_at = GREATEST(s.last_reading_at, EXCLUDED.last_reading_at),
         last_received_at = EXCLUDED.last_received_at
 """
-_QUARANTINE = """
-INSERT INTO quarantine (received_at, topic, payload, reason, detail, mapping)
-VALUES (%s, %s, %s, %s, %s, %s)
+# Only on the collision path: of the staged rows not inserted, those whose stored value differs.
+_CONFLICTING = """
+SELECT count(*) FROM readings_staging s
+JOIN readings r ON r.device_id = s.device_id AND r.metric = s.metric AND r.time = s.time
+WHERE r.value IS DISTINCT FROM s.value
 """
 
 
@@ -58,17 +61,29 @@ class DatabaseDown(Exception):
 @dataclass
 class WriteResult:
     written: int = 0  # new rows in readings
-    duplicates: int = 0  # rows already there (redeliveries)
+    duplicates: int = 0  # rows already there with the same value (redeliveries)
+    conflicting: int = 0  # rows already there with another value (the first one is kept)
     quarantined: list[Quarantined] = field(default_factory=list)  # incl. refused rows' payloads
+    stored: quarantine.Stored = field(default_factory=quarantine.Stored)
+    quarantine_dropped: dict[str, int] = field(default_factory=dict)  # by the size cap, by reason
 
 
 class Writer:
     """Owns one connection; `write()` either commits the whole batch or raises DatabaseDown."""
 
-    def __init__(self, conninfo: str, *, connect_timeout: int = 5) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        connect_timeout: int = 5,
+        policy: quarantine.Policy | None = None,
+    ) -> None:
         self._conninfo = conninfo
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection | None = None
+        self._policy = policy or quarantine.Policy()
+        # Payload bytes quarantined since the size cap was last checked (None: check soon).
+        self._since_trim: int | None = None
 
     @property
     def connected(self) -> bool:
@@ -103,7 +118,31 @@ class Writer:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self.close()
             raise DatabaseDown(" ".join(str(exc).split())) from exc
+        self._trim(result)
         return result
+
+    def _trim(self, result: WriteResult) -> None:
+        """Keep the quarantine under its size cap; checked again after each 1 % of it."""
+        if self._since_trim is not None:
+            self._since_trim += result.stored.bytes
+            if self._since_trim < self._policy.max_bytes // 100:
+                return
+        conn = self._require()
+        try:
+            dropped = quarantine.trim(conn, self._policy.max_bytes)
+        except psycopg.Error as exc:
+            log.warning("could not check the quarantine's size cap: %s", exc)
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                self.close()
+            return
+        self._since_trim = 0
+        if dropped:
+            log.warning(
+                "quarantine over ingest.quarantine_max_bytes (%d): deleted the %d oldest payloads",
+                self._policy.max_bytes,
+                sum(dropped.values()),
+            )
+            result.quarantine_dropped = dropped
 
     def _write_all(
         self, readings: list[Reading], origins: list[int], batch: Batch, result: WriteResult
@@ -111,7 +150,7 @@ class Writer:
         try:
             self._transaction(readings, result.quarantined, result)
             return
-        except (errors.DataError, errors.IntegrityError, errors.ProgrammingError) as exc:
+        except quarantine.REFUSED as exc:
             if isinstance(exc, errors.CheckViolation) and self._add_partitions(readings):
                 return self._write_all(readings, origins, batch, result)
             refused = " ".join(str(exc).split())
@@ -131,6 +170,7 @@ class Writer:
                     REJECTED,
                     refused[:500],
                     None,
+                    readings[next(i for i in bad if origins[i] == index)][1],
                 )
             )
         self._transaction([readings[i] for i in good], result.quarantined, result)
@@ -149,7 +189,7 @@ class Writer:
                     self._copy(cur, [readings[i] for i in part], _COPY_STAGING)
                     cur.execute(_MERGE)
                 good.extend(part)
-            except (errors.DataError, errors.IntegrityError, errors.ProgrammingError):
+            except quarantine.REFUSED:
                 if len(part) == 1:
                     bad.extend(part)
                 else:
@@ -162,7 +202,7 @@ class Writer:
     ) -> None:
         conn = self._require()
         with conn.transaction(), conn.cursor() as cur:
-            written = 0
+            written = conflicting = 0
             if readings:
                 try:
                     with conn.transaction():
@@ -173,17 +213,15 @@ class Writer:
                     self._copy(cur, readings, _COPY_STAGING)
                     cur.execute(_MERGE)
                     written = cur.rowcount
+                    if written < len(readings):
+                        row = cur.execute(_CONFLICTING).fetchone()
+                        conflicting = row[0] if row else 0
                 cur.execute(_LAST_SEEN, _latest_per_device(readings))
-            if quarantined:
-                cur.executemany(
-                    _QUARANTINE,
-                    [
-                        (q.received_at, q.topic, q.payload, q.reason, q.detail, q.mapping)
-                        for q in quarantined
-                    ],
-                )
+            stored = quarantine.store(conn, quarantined, self._policy)
         result.written += written
-        result.duplicates += len(readings) - written
+        result.conflicting += conflicting
+        result.duplicates += len(readings) - written - conflicting
+        result.stored = stored
 
     @staticmethod
     def _copy(cur: psycopg.Cursor, readings: Sequence[Reading], statement: str) -> None:

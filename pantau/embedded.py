@@ -322,6 +322,11 @@ def find_dynsec_plugin() -> Path:
     )
 
 
+# Payloads above this never reach Pantau; a little above ingest.max_payload_bytes (256 KiB), so
+# large ones are still seen (and quarantined as payload_too_large) while absurd ones are not.
+MESSAGE_SIZE_LIMIT = 320 * 1024
+
+
 class MosquittoBroker:
     """A Mosquitto 2 broker with its config, persistence and log in `base_dir`. With
     `dynsec_admin` (user, password) it runs the dynamic security plugin: no anonymous clients,
@@ -382,6 +387,7 @@ class MosquittoBroker:
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "max_queued_messages 1000000",
             "max_inflight_messages 0",
+            f"message_size_limit {MESSAGE_SIZE_LIMIT}",
             *self.extra_config,
         ]
         if self.dynsec_admin:

@@ -142,6 +142,28 @@ class IngestSettings(_Section):
     quarantine_retention_days: int = Field(
         90, ge=1, description="quarantined payloads older than this are deleted (hourly)"
     )
+    max_payload_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="larger MQTT payloads are quarantined as payload_too_large, only their "
+        "first 4 KiB kept (keep the broker's message_size_limit a little above)",
+    )
+    max_readings_per_message: int = Field(
+        1000,
+        ge=1,
+        description="a message with more readings is quarantined whole as too_many_readings",
+    )
+    quarantine_max_per_source_hour: int = Field(
+        100,
+        ge=0,
+        description="payloads kept whole per device (or topic) and hour; more are only "
+        "counted, in one summary row per device and hour",
+    )
+    quarantine_max_bytes: int = Field(
+        1 << 30,
+        ge=1 << 20,
+        description="total payload bytes in quarantine; past it the oldest are deleted",
+    )
     database_retry_seconds: float = Field(
         2.0, gt=0, description="how often a down database is tried again"
     )
