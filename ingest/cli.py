@@ -46,8 +46,9 @@ def quarantine_list(
     limit: Annotated[int, typer.Option(min=1, help="at most this many entries")] = 50,
     include_resolved: Annotated[bool, typer.Option("--all", help="include resolved ones")] = False,
 ) -> None:
-    """List quarantined payloads, newest first, with a count per reason."""
-    from ingest.quarantine import counts, list_entries
+    """List quarantined payloads, newest first, with a count per reason, and the hours in which
+    a device sent more than was kept whole."""
+    from ingest.quarantine import counts, list_entries, summaries
 
     reasons = _check_reasons(reason)
     settings = cliapp.settings()
@@ -56,16 +57,38 @@ def quarantine_list(
             conn, reasons=reasons, limit=limit, include_resolved=include_resolved
         )
         per_reason = counts(conn)
+        hours = summaries(conn, limit=limit)
+        only_counted = sum(h.summarised for h in summaries(conn, limit=1_000_000))
     for e in entries:
         when = e.received_at.astimezone(WIB).strftime("%Y-%m-%d %H:%M:%S")
         payload = e.payload[:60].decode("utf-8", "replace").replace("\n", " ")
         state = " (resolved)" if e.resolved_at else ""
-        typer.echo(f"#{e.id}  {when} WIB  {e.reason}{state}  {e.topic}")
+        again = f" (came {e.repeats} more times)" if e.repeats else ""
+        typer.echo(f"#{e.id}  {when} WIB  {e.reason}{state}  {e.topic}{again}")
         typer.echo(f"    {e.detail}")
-        typer.echo(f"    payload: {payload}{'...' if len(e.payload) > 60 else ''}")
+        more = "..." if len(e.payload) > 60 else ""
+        cut = f" (first {len(e.payload):,} of {e.payload_size:,} bytes kept)" if e.cut else ""
+        typer.echo(f"    payload: {payload}{more}{cut}")
+    for h in hours:
+        when = h.hour.astimezone(WIB).strftime("%Y-%m-%d %H:00")
+        by_reason = ", ".join(f"{r}: {n:,}" for r, n in sorted(h.reasons.items()))
+        if h.summarised:
+            typer.echo(
+                f"{when} WIB  {h.summarised:,} more payloads from {h.source} ({by_reason}), "
+                f"not kept whole ({h.kept:,} kept, {h.summarised_bytes:,} bytes)"
+            )
+        if h.dropped:
+            typer.echo(
+                f"{when} WIB  {h.dropped:,} payloads from {h.source} deleted to stay under "
+                "ingest.quarantine_max_bytes"
+            )
     total = sum(per_reason.values())
     summary = ", ".join(f"{r}: {n}" for r, n in per_reason.items())
-    typer.echo(f"{total} in quarantine" + (f" ({summary})" if summary else ""))
+    typer.echo(
+        f"{total} in quarantine"
+        + (f" ({summary})" if summary else "")
+        + (f", {only_counted:,} more only counted" if only_counted else "")
+    )
 
 
 @quarantine_app.command("replay")
@@ -91,6 +114,7 @@ def quarantine_replay(reason: ReasonOption = None) -> None:
     typer.echo(
         f"replayed {report.replayed}: {report.resolved} resolved ({report.readings} new readings)"
         + (f", still in quarantine: {still}" if still else "")
+        + (f"; {report.cut} kept only in part (too large), not replayed" if report.cut else "")
     )
 
 

@@ -105,6 +105,7 @@ class Stored:
     repeats: int = 0  # messages already in quarantine (redeliveries, replays)
     summarised: dict[str, int] = field(default_factory=dict)  # reason -> only counted
     unstorable: int = 0
+    lost: int = 0  # refused even as bare bytes (logged); counted as unstorable too
     bytes: int = 0  # payload bytes added
 
 
@@ -207,18 +208,29 @@ def _insert(
         with conn.transaction():
             cur.executemany(_INSERT, rows)
     except REFUSED:
-        # Find the refused rows one by one; each is kept as raw bytes with its reason.
+        # Find the refused rows one by one; each is kept as raw bytes with the reason
+        # `unstorable`, around as little text as it takes for the database to take it.
         for (_, same), row in zip(items, rows, strict=True):
             try:
                 with conn.transaction():
                     cur.execute(_INSERT, row)
+                continue
             except REFUSED as exc:
-                log.warning("quarantine row refused (%s); kept as unstorable", exc)
-                with conn.transaction():
-                    cur.execute(_INSERT, _unstorable(row, exc))
-                for q in same:
-                    q.reason = UNSTORABLE
-                out.unstorable += 1
+                log.warning("quarantine row refused (%s); keeping it as unstorable", exc)
+                refusal = exc
+            for variant in _unstorable(row, refusal):
+                try:
+                    with conn.transaction():
+                        cur.execute(_INSERT, variant)
+                    break
+                except REFUSED as exc:
+                    refusal = exc
+            else:
+                log.error("quarantine row for %r refused in every form: %s", row[1], refusal)
+                out.lost += 1
+            for q in same:
+                q.reason = UNSTORABLE
+            out.unstorable += 1
     out.kept += len(items)
     out.bytes += sum(len(same[0].payload) for _, same in items)
 
@@ -227,11 +239,12 @@ def _ascii(text: str) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii").replace("\x00", "\\x00")
 
 
-def _unstorable(row: tuple[object, ...], exc: Exception) -> tuple[object, ...]:
-    """The same message with nothing but ASCII text around its raw payload bytes."""
+def _unstorable(row: tuple[object, ...], exc: Exception) -> list[tuple[object, ...]]:
+    """The same message with only ASCII text around its raw payload bytes: first with what
+    was known about it, then with nothing but its topic in hex."""
     received_at, topic, payload, reason, detail, _mapping, d, source, size, sha, repeats = row
     why = _ascii(f"{type(exc).__name__}: {' '.join(str(exc).split())}")[:300]
-    return (
+    told = (
         received_at,
         _ascii(str(topic)),
         payload,
@@ -245,6 +258,20 @@ def _unstorable(row: tuple[object, ...], exc: Exception) -> tuple[object, ...]:
         sha,
         repeats,
     )
+    bare = (
+        received_at,
+        "hex:" + str(topic).encode("utf-8", "backslashreplace").hex(),
+        payload,
+        UNSTORABLE,
+        "the database refused this row; topic in hex",
+        None,
+        d,
+        "unstorable",
+        size,
+        sha,
+        repeats,
+    )
+    return [told, bare]
 
 
 def trim(conn: psycopg.Connection, max_bytes: int) -> dict[str, int]:

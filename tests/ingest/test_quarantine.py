@@ -1,14 +1,16 @@
 """Quarantine end to end: bad payloads kept whole, listed, replayed after the mapping is fixed."""
 
-from datetime import UTC, datetime
+import hashlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
 from ingest.batch import Message, Processor
-from ingest.quarantine import list_entries, replay
-from ingest.writer import Writer
+from ingest.quarantine import Policy, list_entries, replay, summaries
+from ingest.writer import Writer, WriteResult
 from pantau.mappings import MappingSettings, default_mappings
 from tests.fixtures.servers import run_pantau
 
@@ -111,3 +113,191 @@ async def test_old_quarantine_is_purged(db: str) -> None:
         assert await purge(conn, 90) == 1
         rows = await (await conn.execute("SELECT topic FROM quarantine")).fetchall()
     assert rows == [("recent",)]
+
+
+# --- storable text, one row per message, and the quarantine's bounds ---------------------------
+
+NUL_PAYLOAD = b'{"readings":{"pm25":41,"t\\u0000":"x"}}'
+
+
+def write(db: str, *messages: Message, policy: Policy | None = None, **limits: int) -> WriteResult:
+    processor = Processor.from_settings(default_mappings(), 300, 7, **limits)
+    writer = Writer(db, policy=policy)
+    try:
+        return writer.write(processor.batch(messages))
+    finally:
+        writer.close()
+
+
+def test_nul_in_a_key_is_quarantined_visibly_and_the_rest_written(db: str) -> None:
+    result = write(
+        db,
+        Message("bekasi-json/setu/aq-1", NUL_PAYLOAD, NOW),
+        Message("bekasi-json/setu/aq-2", b'{"readings":{"pm25":7}}', NOW),
+    )
+    assert [q.reason for q in result.quarantined] == ["bad_value"]
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT device_id, value FROM readings ORDER BY 1").fetchall() == [
+            ("aq-1", 41.0),
+            ("aq-2", 7.0),
+        ]
+        (entry,) = list_entries(conn)
+    assert entry.payload == NUL_PAYLOAD  # the bytes as they came
+    assert "aq-1/t\\u0000: value 'x' is not a number" in entry.detail
+    assert entry.source == "aq-1"
+
+
+def test_text_postgres_refuses_never_reaches_a_text_column_raw(db: str) -> None:
+    # Topics with NUL and a lone surrogate (as if a broker let them through) and a device id
+    # taken from the payload that holds a NUL.
+    gateway = MappingSettings(name="gw", topic="gw/{x}", format="json", device="$.id", values="$.v")
+    processor = Processor.from_settings([*default_mappings(), gateway], 300, 7)
+    writer = Writer(db)
+    batch = processor.batch(
+        [
+            Message("bekasi-json/setu/a\x00b", b'{"readings":{"pm25":1}}', NOW),
+            Message("nowhere/\ud800", b"1", NOW),
+            Message("gw/1", b'{"id":"d\\u0000","v":{"pm25":"x"}}', NOW),
+            Message("bekasi-json/setu/aq-3", b'{"readings":{"pm25":3}}', NOW),
+        ]
+    )
+    writer.write(batch)
+    writer.close()
+    with psycopg.connect(db) as conn:
+        topics = [e.topic for e in list_entries(conn)]
+        readings = conn.execute("SELECT device_id FROM readings").fetchall()
+    assert sorted(topics) == ["bekasi-json/setu/a\\u0000b", "gw/1", "nowhere/\\ud800"]
+    assert readings == [("aq-3",)]
+
+
+def test_a_row_the_database_still_refuses_is_kept_unstorable(db: str) -> None:
+    # A database that refuses a quarantine row for a reason Pantau cannot foresee (here a check
+    # constraint on the detail): the row is kept with its raw bytes, the rest is written.
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE quarantine ADD CONSTRAINT refuses CHECK (strpos(detail, 'poison') = 0)"
+        )
+    result = write(
+        db,
+        Message("bekasi/setu/wl-1/poison", b"poison", NOW),
+        Message("bekasi/setu/wl-1/level", b"n/a", NOW),
+        Message("bekasi/setu/wl-1/level", b"12", NOW),
+    )
+    assert sorted(q.reason for q in result.quarantined) == ["malformed_payload", "unstorable"]
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT reason, payload, topic FROM quarantine ORDER BY reason"
+        ).fetchall()
+        assert conn.execute("SELECT value FROM readings").fetchall() == [(12.0,)]
+    assert rows[0][:2] == ("malformed_payload", b"n/a")
+    assert rows[1][:2] == ("unstorable", b"poison")
+    assert bytes.fromhex(rows[1][2].removeprefix("hex:")) == b"bekasi/setu/wl-1/poison"
+
+
+def test_one_row_per_message_across_redeliveries_and_replays(db: str) -> None:
+    bad = Message("bekasi/setu/wl-1/level", b"n/a", NOW)
+    write(db, bad)
+    write(db, bad, bad)  # redelivered, twice in one batch
+    processor = Processor.from_settings(default_mappings(), 300, 7)
+    writer = Writer(db)
+    with psycopg.connect(db) as conn:
+        for _ in range(2):  # replays that still fail
+            assert replay(conn, writer, processor).still == {"malformed_payload": 1}
+        write(db, Message("vendorx/wl-9", b"{}", NOW))
+        write(db, Message("vendorx/wl-9", b"{}", NOW + timedelta(seconds=5)))
+        entries = list_entries(conn)
+    writer.close()
+    assert [(e.topic, e.repeats) for e in entries] == [
+        ("vendorx/wl-9", 1),
+        ("bekasi/setu/wl-1/level", 2),
+    ]
+
+
+def test_per_device_hourly_cap_keeps_a_few_whole_and_summarises_the_rest(
+    db: str, tmp_path: Path
+) -> None:
+    policy = Policy(max_per_source_hour=5)
+    hour = NOW.replace(minute=0, second=0)
+    for start in range(0, 50, 10):
+        at = hour + timedelta(seconds=start)
+        result = write(
+            db,
+            *[
+                Message("bekasi/setu/wl-flood/level", f"bad-{i}".encode(), at)
+                for i in range(start, start + 10)
+            ],
+            Message("bekasi/setu/wl-other/level", f"x-{start}".encode(), at),
+            Message("bekasi/setu/wl-other/level", f"{start}".encode(), at),
+            policy=policy,
+        )
+    assert result.stored.summarised == {"malformed_payload": 10}
+    with psycopg.connect(db) as conn:
+        per_source = conn.execute(
+            "SELECT source, count(*) FROM quarantine GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert conn.execute("SELECT count(*) FROM readings").fetchone() == (5,)
+        (summary,) = summaries(conn)
+    assert per_source == [("wl-flood", 5), ("wl-other", 5)]
+    assert (summary.source, summary.kept, summary.summarised) == ("wl-flood", 5, 45)
+    assert summary.reasons == {"malformed_payload": 45}
+    assert summary.hour == hour
+
+    listed = cli("quarantine", "list", db=db, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "45 more payloads from wl-flood (malformed_payload: 45), not kept whole" in listed.stdout
+    assert listed.stdout.rstrip().endswith(
+        "10 in quarantine (malformed_payload: 10), 45 more only counted"
+    )
+
+
+def test_size_cap_drops_the_oldest(db: str) -> None:
+    policy = Policy(max_bytes=10_000)
+    dropped: dict[str, int] = {}
+    for i in range(30):
+        result = write(db, Message(f"nowhere/{i}", bytes([65 + i % 26]) * 1000, NOW), policy=policy)
+        for reason, n in result.quarantine_dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + n
+    with psycopg.connect(db) as conn:
+        topics = [e.topic for e in list_entries(conn, limit=100)]
+        total = conn.execute("SELECT sum(octet_length(payload)) FROM quarantine").fetchone()
+    assert topics == [f"nowhere/{i}" for i in range(29, 19, -1)]  # the newest ten
+    assert total == (10_000,)
+    assert dropped == {"no_mapping": 20}
+
+
+def test_payload_over_the_limit_keeps_its_head_size_and_hash(db: str) -> None:
+    big = b'{"readings":{"pm25":1},"pad":"' + b"x" * 300_000 + b'"}'
+    write(
+        db,
+        Message("bekasi-json/setu/aq-1", big, NOW),
+        Message("bekasi-json/setu/aq-2", b'{"readings":{"pm25":2}}', NOW),
+    )
+    with psycopg.connect(db) as conn:
+        (entry,) = list_entries(conn)
+        size, sha = conn.execute("SELECT payload_size, payload_sha256 FROM quarantine").fetchone()
+        assert conn.execute("SELECT device_id FROM readings").fetchall() == [("aq-2",)]
+        report = replay(conn, Writer(db), Processor.from_settings(default_mappings(), 300, 7))
+    assert entry.reason == "payload_too_large"
+    assert entry.payload == big[:4096]
+    assert (size, bytes(sha)) == (len(big), hashlib.sha256(big).digest())
+    assert (
+        f"payload of {len(big):,} bytes is over ingest.max_payload_bytes (262,144)" in entry.detail
+    )
+    assert hashlib.sha256(big).hexdigest() in entry.detail
+    assert (report.replayed, report.cut) == (0, 1)  # a head is not replayed
+
+
+def test_too_many_readings_in_one_message(db: str) -> None:
+    def message(n: int, device: str) -> Message:
+        body = orjson.dumps({"readings": {f"m{i}": i for i in range(n)}})
+        return Message(f"bekasi-json/setu/{device}", body, NOW)
+
+    result = write(db, message(11, "aq-over"), message(10, "aq-at"), max_readings=10)
+    assert [q.reason for q in result.quarantined] == ["too_many_readings"]
+    assert "11 readings in one message, over ingest.max_readings_per_message (10)" in (
+        result.quarantined[0].detail
+    )
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT device_id, count(*) FROM readings GROUP BY 1").fetchall() == [
+            ("aq-at", 10)
+        ]

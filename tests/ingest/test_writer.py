@@ -1,15 +1,20 @@
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 
 from ingest.batch import Batch, Message, Processor
 from ingest.decoders import REJECTED
+from ingest.metrics import IngestMetrics
+from ingest.pipeline import Pipeline
+from ingest.spool import Spool
 from ingest.writer import DatabaseDown, Writer
 from pantau import migrate
 from pantau.embedded import free_port
 from pantau.mappings import default_mappings
-from pantau.settings import StorageSettings
+from pantau.settings import IngestSettings, StorageSettings
 from pantau.storage import PlainStorage
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -125,3 +130,53 @@ def test_unreachable_database_is_database_down() -> None:
     writer = Writer(f"postgresql://x@127.0.0.1:{free_port()}/x", connect_timeout=2)
     with pytest.raises(DatabaseDown):
         writer.write(batch_of(("bekasi/setu/wl-1/level", "1")))
+
+
+def test_another_value_for_a_stored_reading_is_a_conflict_not_a_duplicate(db: str) -> None:
+    writer = Writer(db)
+    ts = int(NOW.timestamp() * 1000)
+
+    def json_batch(**values: float) -> Batch:
+        return batch_of(
+            *(
+                (f"bekasi-json/setu/{device}", f'{{"ts": {ts}, "readings": {{"pm25": {v}}}}}')
+                for device, v in values.items()
+            )
+        )
+
+    first = writer.write(json_batch(aq_1=10, aq_2=20, aq_3=30))
+    assert (first.written, first.duplicates, first.conflicting) == (3, 0, 0)
+    # aq_1 redelivered as it was, aq_2 with another value, aq_4 new.
+    again = writer.write(json_batch(aq_1=10, aq_2=21, aq_4=40))
+    assert (again.written, again.duplicates, again.conflicting) == (1, 1, 1)
+    assert rows(db, "SELECT device_id, value FROM readings ORDER BY 1") == [
+        ("aq_1", 10.0),
+        ("aq_2", 20.0),  # first write wins
+        ("aq_3", 30.0),
+        ("aq_4", 40.0),
+    ]
+    writer.close()
+
+
+def test_pipeline_counts_conflicts_apart_from_duplicates(db: str, tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    metrics = IngestMetrics.create(registry)
+    pipeline = Pipeline(
+        IngestSettings(spool_dir=tmp_path / "spool"),
+        Processor.from_settings(default_mappings(), 300, 7),
+        Writer(db),
+        Spool(tmp_path / "spool", 1 << 20),
+        metrics,
+        max_pending=100,
+    )
+    ts = int(NOW.timestamp() * 1000)
+    for value in (1, 1, 2):  # stored, redelivered, then another value for the same time
+        payload = f'{{"ts": {ts}, "readings": {{"pm25": {value}}}}}'.encode()
+        pipeline._committed(
+            batch := batch_of(("bekasi-json/setu/aq-1", payload.decode())),
+            pipeline._timed_write(batch),
+        )
+    assert registry.get_sample_value("pantau_ingest_readings_written_total") == 1
+    assert registry.get_sample_value("pantau_ingest_readings_duplicate_total") == 1
+    assert registry.get_sample_value("pantau_ingest_readings_conflicting_total") == 1
+    pipeline._writer.close()
