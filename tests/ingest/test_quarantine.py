@@ -301,3 +301,27 @@ def test_too_many_readings_in_one_message(db: str) -> None:
         assert conn.execute("SELECT device_id, count(*) FROM readings GROUP BY 1").fetchall() == [
             ("aq-at", 10)
         ]
+
+
+def test_a_spooled_batch_keeps_what_the_quarantine_needs(db: str, tmp_path: Path) -> None:
+    from ingest.spool import Spool
+
+    big = b"[" + b"1," * 200_000 + b"1]"
+    processor = Processor.from_settings(default_mappings(), 300, 7)
+    batch = processor.batch(
+        [Message("bekasi-json/setu/aq-1", big, NOW), Message("bekasi/setu/wl-2/level", b"?", NOW)]
+    )
+    spool = Spool(tmp_path / "spool", 1 << 30)
+    spool.open()
+    spool.append(batch)
+    (segment,) = spool.segments()
+    (back,) = list(spool.read(segment))
+    spool.close()
+    assert back.quarantine == batch.quarantine
+    assert [(q.source, q.size) for q in back.quarantine] == [("aq-1", len(big)), ("wl-2", None)]
+    writer = Writer(db)
+    writer.write(batch)
+    writer.write(back)  # a replay of the same batch adds no row
+    writer.close()
+    with psycopg.connect(db) as conn:
+        assert [(e.source, e.repeats) for e in list_entries(conn)] == [("wl-2", 1), ("aq-1", 1)]

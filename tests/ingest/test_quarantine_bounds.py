@@ -155,6 +155,11 @@ def test_a_flooding_device_leaves_the_cap_and_one_summary_and_others_flow_on(
     flooded = steady.lags_between(before, during)
     third = len(flooded) // 3
     early, late = flooded[:third], flooded[-third:]
+    print(  # the figures behind the bounds, for `pytest -s`
+        f"lag of a steady device's readings, median s: before the flood "
+        f"{statistics.median(baseline):.3f}, flood's first third {statistics.median(early):.3f},"
+        f" last third {statistics.median(late):.3f}, max during the flood {max(flooded):.3f}"
+    )
     # Noisy shared machine: generous bounds, but a backlog behind the flood would grow by the
     # second and break them.
     assert statistics.median(late) < statistics.median(early) + 1.0, (early, late)
