@@ -50,8 +50,12 @@ def snippet(
     if creds is not None:
         command += ["-u", creds.username, "-P", creds.password]
     command += ["-q", "1", "-t", topic, "-m", test_payload]
-    lines += ["", "# Uji kirim satu data:", shlex.join(command)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _TEST_LINE + shlex.join(command) + "\n"
+
+
+# Where the snippet's test command starts. The QR code carries the configuration only, so it
+# stays small enough to scan off a phone screen.
+_TEST_LINE = "\n# Uji kirim satu data:\n"
 
 
 def _number(value: float) -> str:
@@ -62,14 +66,14 @@ def setup_for(
     device: Device, examples: dict[str, float], host: str, port: int, creds: Credentials | None
 ) -> Setup:
     text = snippet(device, examples, host, port, creds)
-    qr = segno.make(text, error="m")
+    qr = segno.make(text.split(_TEST_LINE, 1)[0], error="m")
     return Setup(snippet=text, qr_svg=qr.svg_inline(border=2, omitsize=True))
 
 
 def terminal_qr(text: str) -> str:
-    """The snippet as a QR code drawn with block characters, for a terminal."""
+    """The snippet's configuration as a QR code drawn with block characters, for a terminal."""
     out = io.StringIO()
-    segno.make(text, error="m").terminal(out=out, compact=True)
+    segno.make(text.split(_TEST_LINE, 1)[0], error="m").terminal(out=out, compact=True)
     return out.getvalue()
 
 

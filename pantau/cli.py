@@ -274,17 +274,20 @@ def dev() -> None:
                 update={"http": effective.http.model_copy(update={"port": port})}
             )
         client_config = stack.write_client_config(effective)
-        simulated = []
-        if settings.embedded.simulate_devices:
-            from ingest.simulator import build_devices, report_interval_seconds
+        from ingest.simulator import build_devices, report_interval_seconds
 
-            simulated = build_devices(settings.embedded.simulate_devices)
-            interval = report_interval_seconds(simulated, settings.embedded.simulate_rate)
-            made, changed = asyncio.run(stack.register_simulated(effective, simulated, interval))
+        simulated = build_devices(settings.embedded.simulate_devices)
+        interval = report_interval_seconds(simulated, settings.embedded.simulate_rate)
+        made, changed, retired = asyncio.run(
+            stack.register_simulated(effective, simulated, interval)
+        )
+        if simulated:
             typer.echo(
                 f"Simulated sensors: {len(simulated)} registered devices ({made} new, {changed} "
-                f"updated), each reporting every {interval} s"
+                f"updated, {retired} retired), each reporting every {interval} s"
             )
+        elif retired:
+            typer.echo(f"Simulator off: its {retired} devices retired")
 
         def banner(started: service.Started) -> None:
             url = started.http_url

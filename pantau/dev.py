@@ -133,17 +133,19 @@ class DevStack:
 
     async def register_simulated(
         self, settings: Settings, devices: list[SimulatedDevice], interval_seconds: int
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         """Register the simulated sensors as devices (type, kecamatan, position, interval), so
         the registry, the API and the wall show what `make run` feeds. Idempotent: a device
         already there is left alone, or brought in line when a run changed it (another rate,
-        another format); a device someone registered by hand under the same id is never
-        touched. Returns (created, updated)."""
+        another format, active again); simulated devices no longer simulated (a smaller
+        `embedded.simulate_devices`) are retired, so they do not show as outages; a device
+        someone registered by hand under a simulated id is never touched. Every change is
+        audited (actor `pantau dev`). Returns (created, updated, retired)."""
         from devices import registry
         from devices.models import DeviceIn, DevicePatch
         from pantau import db
 
-        created = updated = 0
+        created = updated = retired = 0
         async with await db.connect(settings.database, autocommit=True) as conn:
             refs = await registry.references(conn)
             existing = {
@@ -182,7 +184,11 @@ class DevStack:
                             sim.device_id,
                         )
                         continue
-                    changes = {k: v for k, v in wanted.items() if getattr(current, k) != v}
+                    changes: dict[str, object] = {
+                        k: v for k, v in wanted.items() if getattr(current, k) != v
+                    }
+                    if current.status == "retired":
+                        changes["status"] = "active"
                     if changes:
                         await registry.update_device(
                             conn,
@@ -193,7 +199,23 @@ class DevStack:
                             refs,
                         )
                         updated += 1
-        return created, updated
+                simulated = {sim.device_id for sim in devices}
+                for device in existing.values():
+                    if (
+                        device.metadata.get("simulated")
+                        and device.device_id not in simulated
+                        and device.status != "retired"
+                    ):
+                        await registry.update_device(
+                            conn,
+                            device.device_id,
+                            DevicePatch(status="retired"),
+                            device.version,
+                            "pantau dev",
+                            refs,
+                        )
+                        retired += 1
+        return created, updated, retired
 
     def write_client_config(self, settings: Settings) -> Path:
         """var/dev.toml: what `pantau` commands in another terminal need to reach this stack

@@ -156,7 +156,9 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
         assert (device["latitude"], device["longitude"]) == (sim.latitude, sim.longitude)
         assert device["expected_interval_seconds"] == interval
         assert device["metadata"] == {"simulated": True}
-    assert f"{len(simulated)} registered devices ({len(simulated)} new, 0 updated)" in output(proc)
+    assert f"{len(simulated)} registered devices ({len(simulated)} new, 0 updated, 0 retired)" in (
+        output(proc)
+    )
 
     # The banner's CLI line, pasted in a fresh shell (no virtualenv active) in the directory
     # `make run` was started from.
@@ -188,21 +190,33 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
     assert not left, f"processes left behind: {left}"
     assert not (var_dir / "pg" / "postmaster.pid").exists()
 
-    # Another rate: the same devices, their interval brought in line, nothing registered twice.
-    proc = start_dev(var_dir, port, PANTAU_EMBEDDED__SIMULATE_RATE="24")
+    # Fewer sensors at another rate: the same devices, their interval brought in line, those no
+    # longer simulated retired, nothing registered twice.
+    proc = start_dev(
+        var_dir, port, PANTAU_EMBEDDED__SIMULATE_RATE="24", PANTAU_EMBEDDED__SIMULATE_DEVICES="40"
+    )
     try:
         wait_ready(proc, port, timeout=30)
-        faster = report_interval_seconds(simulated, 24)
+        fewer = simulated[:40]
+        assert [d.device_id for d in build_devices(40)] == [d.device_id for d in fewer]
+        faster = report_interval_seconds(fewer, 24)
         assert faster != interval
         assert (
-            f"{len(simulated)} registered devices (0 new, {len(simulated)} updated), "
+            f"40 registered devices (0 new, 40 updated, {len(simulated) - 40} retired), "
             f"each reporting every {faster} s" in output(proc)
         )
         token = (var_dir / "secrets" / "api-admin-token").read_text().strip()
         listed = httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/devices", headers={"Authorization": f"Bearer {token}"}
+            f"http://127.0.0.1:{port}/api/v1/devices",
+            params={"limit": 5000},
+            headers={"Authorization": f"Bearer {token}"},
         )
         assert listed.status_code == 200
+        states = {d["device_id"]: d["status"] for d in listed.json()}
+        assert {i for i, s in states.items() if s == "active"} >= {d.device_id for d in fewer}
+        assert {i for i, s in states.items() if s == "retired"} == {
+            d.device_id for d in simulated[40:]
+        }
         assert httpx.get(f"http://127.0.0.1:{port}/m/").status_code == 200
         # A second terminal: commands reach this stack through var/dev.toml.
         second = subprocess.run(
@@ -279,7 +293,7 @@ def test_dev_recovers_after_kill_9(var_dir: Path) -> None:
     proc = start_dev(var_dir, port)
     try:
         wait_ready(proc, port)
-        assert "registered devices (0 new, 0 updated)" in output(proc)
+        assert "registered devices (0 new, 0 updated, 0 retired)" in output(proc)
     finally:
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=30)
