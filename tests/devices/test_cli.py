@@ -1,7 +1,9 @@
 """`pantau devices ...` and `pantau token ...` as a technician or an admin runs them."""
 
 import os
+import queue
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -166,21 +168,48 @@ def test_watch_prints_readings_as_they_arrive(migrated_db: str, tmp_path: Path) 
         "setu",
     )
 
-    def later() -> None:
-        time.sleep(2.0)
+    # Wait for what the command prints, never for a time: first that it watches, then the line.
+    env = {"PATH": os.environ["PATH"], "PANTAU_DATABASE__URL": migrated_db}
+    watch = [sys.executable, "-m", "pantau", "devices", "watch", "wl-1", "--seconds", "60"]
+    with subprocess.Popen(
+        watch, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path, env=env
+    ) as proc:
+        _watch(proc, migrated_db)
+
+
+def _watch(proc: subprocess.Popen[str], migrated_db: str) -> None:
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()])
+    reader.start()
+
+    def wait_for(text: str) -> list[str]:
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+            if text in seen[-1]:
+                return seen
+        raise AssertionError(f"no {text!r} in the output of devices watch: {seen}")
+
+    try:
+        wait_for("watching wl-1")
         with psycopg.connect(migrated_db, autocommit=True) as conn:
             conn.execute(
                 "SELECT pantau_ensure_partitions('readings', current_date - 1, current_date + 1)"
             )
             conn.execute("INSERT INTO readings VALUES (now(), 'wl-1', 'water_level_cm', 131.5)")
-
-    writer = threading.Thread(target=later)
-    writer.start()
-    watched = pantau(migrated_db, tmp_path, "devices", "watch", "wl-1", "--seconds", "5")
-    writer.join()
-    assert watched.returncode == 0, watched.stderr
-    assert "watching wl-1" in watched.stdout
-    assert "water_level_cm = 131.5" in watched.stdout
+        shown = wait_for("water_level_cm = 131.5")
+        assert shown[-1].rstrip().endswith("WIB  water_level_cm = 131.5")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends it quietly
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
 
 
 def test_types_listed(migrated_db: str, tmp_path: Path) -> None:
