@@ -303,7 +303,7 @@ async def readings_history(
                 "Content-Disposition": f'attachment; filename="{readings.csv_filename(found)}"'
             },
         )
-    return Response(found.model_dump_json(by_alias=True), media_type="application/json")
+    return Response(readings.to_json(found), media_type="application/json")
 
 
 @router.get("/device-types", summary="Device types with their metrics and thresholds")

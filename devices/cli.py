@@ -275,7 +275,7 @@ def readings_(
         typer.echo(readings.to_csv(found), nl=False)
         return
     typer.echo(
-        f"{found.device_id}: {found.count} rows at resolution {found.resolution}, "
+        f"{found.device_id}: {len(found.rows)} rows at resolution {found.resolution}, "
         f"{found.start:%Y-%m-%d %H:%M} .. {found.end:%Y-%m-%d %H:%M} WIB"
     )
     raw = found.resolution == "raw"
@@ -283,10 +283,10 @@ def readings_(
         f"{'time (WIB)':<19}  {'metric':<20} {'value' if raw else 'avg':>12}"
         + ("" if raw else f" {'min':>12} {'max':>12} {'samples':>8}")
     )
-    for p in found.readings:
-        line = f"{p.time:%Y-%m-%d %H:%M:%S}  {p.metric:<20} {p.value:>12g}"
+    for when, name, value, low, high, samples in found.rows:
+        line = f"{when:%Y-%m-%d %H:%M:%S}  {name:<20} {value:>12g}"
         if not raw:
-            line += f" {p.min:>12g} {p.max:>12g} {p.samples:>8}"
+            line += f" {low:>12g} {high:>12g} {samples:>8}"
         typer.echo(line)
 
 
