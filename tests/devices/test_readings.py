@@ -3,6 +3,7 @@ raw readings and the rollups Pantau refreshes on plain PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime, timedelta
@@ -81,7 +82,8 @@ async def seeded(api: Api) -> datetime:
         assert (await http.post("/api/v1/devices", json=WL)).status_code == 201
         assert (await http.post("/api/v1/devices", json=RG)).status_code == 201
     h = base()
-    seed(api.db, h)
+    # Off the event loop: the service runs on it, and may hold a lock the seeding waits for.
+    await asyncio.to_thread(seed, api.db, h)
     return h
 
 
