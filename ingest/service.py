@@ -24,6 +24,7 @@ class IngestService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._settings = ctx.settings
         self._pool = ctx.pool
+        self._database = ctx.database
         self._metrics = IngestMetrics.create(ctx.registry)
         self._subscriber: Subscriber | None = None
         ctx.readiness.add("broker", self.check)
@@ -35,7 +36,10 @@ class IngestService:
         return None if sub.connected else f"broker {sub.where}: {sub.reason}"
 
     def workers(self) -> list[Worker]:
-        return [Worker("ingest", self.run), Worker("ingest-housekeeping", self.housekeeping)]
+        return [
+            Worker("ingest", self.run, needs_database=False),  # spools while it is down
+            Worker("ingest-housekeeping", self.housekeeping),
+        ]
 
     async def housekeeping(self, stop: asyncio.Event) -> None:
         """Hourly: quarantined payloads past their retention are deleted."""
@@ -66,6 +70,7 @@ class IngestService:
                 s.database.url,
                 connect_timeout=max(2, int(s.database.connect_timeout_seconds)),
                 policy=quarantine.Policy.from_settings(s.ingest),
+                schema_ready=self._database.schema_ready,
             ),
             Spool(s.ingest.spool_dir, s.ingest.spool_max_bytes),
             self._metrics,

@@ -11,7 +11,7 @@ free for HTTP, and COPY formatting happens in psycopg's C code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -77,6 +77,7 @@ class Writer:
         *,
         connect_timeout: int = 5,
         policy: quarantine.Policy | None = None,
+        schema_ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self._conninfo = conninfo
         self._connect_timeout = connect_timeout
@@ -84,6 +85,7 @@ class Writer:
         self._policy = policy or quarantine.Policy()
         # Payload bytes quarantined since the size cap was last checked (None: check soon).
         self._since_trim: int | None = None
+        self._schema_ready = schema_ready  # False until the service has migrated: spool
 
     @property
     def connected(self) -> bool:
@@ -92,6 +94,8 @@ class Writer:
     def connect(self) -> None:
         if self.connected:
             return
+        if not self._schema_ready():
+            raise DatabaseDown("waiting for the database and its migrations")
         try:
             conn = psycopg.connect(
                 self._conninfo,
@@ -217,6 +221,8 @@ class Writer:
                         row = cur.execute(_CONFLICTING).fetchone()
                         conflicting = row[0] if row else 0
                 cur.execute(_LAST_SEEN, _latest_per_device(readings))
+                times = [r[0] for r in readings]  # a late batch's range, for the rollups
+                cur.execute("SELECT pantau_note_written(%s, %s)", (min(times), max(times)))
             stored = quarantine.store(conn, quarantined, self._policy)
         result.written += written
         result.conflicting += conflicting

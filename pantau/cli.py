@@ -296,7 +296,9 @@ def dev() -> None:
                 "",
                 f"Pantau {__version__} is running (embedded stack in {stack.var_dir})",
                 f"  Phone page   {url}/m/",
-                f"  API token    {token}  (admin; kept in {stack.var_dir / 'secrets'})",
+                f"  API token    {token}  (admin; kept in {stack.var_dir / 'secrets'})"
+                if token
+                else "  API token    none yet: the database was down; start again once it is up",
                 f"  API docs     {url}/docs",
                 f"  Readiness    {url}/readyz",
                 f"  Metrics      {url}/metrics",

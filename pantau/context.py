@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
+from pantau.db import DatabaseState
 from pantau.health import Readiness
 from pantau.settings import Settings
 
@@ -17,3 +18,5 @@ class ServiceContext:
     pool: AsyncConnectionPool
     registry: CollectorRegistry
     readiness: Readiness
+    # Reachable and migrated? Set by the service's database worker.
+    database: DatabaseState = field(default_factory=DatabaseState.assume_ready)

@@ -113,9 +113,19 @@ class DevStack:
             }
         )
 
-    async def dev_token(self, settings: Settings) -> str:
+    async def dev_token(self, settings: Settings) -> str | None:
         """An admin token for trying the API and the phone page, made once and kept in
-        var/secrets while it stays valid (it is printed on the terminal: a dev stack only)."""
+        var/secrets while it stays valid (it is printed on the terminal: a dev stack only).
+        None when the database cannot be reached now: Pantau starts anyway and migrates later."""
+        from pantau.errors import DatabaseUnavailable
+
+        try:
+            return await self._dev_token(settings)
+        except DatabaseUnavailable as exc:
+            log.warning("no API token made: %s", exc)
+            return None
+
+    async def _dev_token(self, settings: Settings) -> str:
         from pantau import auth, db, migrate
 
         path = self.var_dir / "secrets" / "api-admin-token"

@@ -9,11 +9,13 @@ import socket
 from collections.abc import Iterator, Sequence
 
 import orjson
+import psycopg
 import uvicorn
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,6 +50,24 @@ def build_app(
         description="Telemetry ingestion for the smart-city command center",
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # Pantau keeps running (and spooling readings) while its database is down.
+        return JSONResponse(
+            {"detail": "the database is unavailable; nothing was changed: try again later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(psycopg.errors.UndefinedTable)
+    async def _schema_missing(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "the database schema is not ready yet (migrations pending): try again"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     async def healthz() -> Liveness:
@@ -188,4 +208,4 @@ def http_worker(app: FastAPI, sock: socket.socket) -> Worker:
             server.should_exit = True
             stopping.cancel()
 
-    return Worker("http", run)
+    return Worker("http", run, needs_database=False)

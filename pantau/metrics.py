@@ -18,6 +18,15 @@ def build_registry() -> CollectorRegistry:
 def database_up(registry: CollectorRegistry) -> Gauge:
     return Gauge(
         "pantau_database_up",
-        "1 when the last readiness check reached PostgreSQL, else 0",
+        "1 while PostgreSQL is reachable (checked every database.retry_max_seconds), else 0: "
+        "readings are spooled",
+        registry=registry,
+    )
+
+
+def database_schema_ready(registry: CollectorRegistry) -> Gauge:
+    return Gauge(
+        "pantau_database_schema_ready",
+        "1 once the database's migrations are applied (the workers that need them run), else 0",
         registry=registry,
     )

@@ -199,6 +199,8 @@ async def _apply(conn: psycopg.AsyncConnection, migration: Migration, flavor: Fl
                 " VALUES (%s, %s, %s, %s)",
                 (migration.version, migration.name, flavor, migration.checksum(flavor)),
             )
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise  # the connection was lost: the database is down, not the migration wrong
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split())
         raise MigrationError(f"migration {label} failed and was rolled back: {reason}") from None

@@ -4,6 +4,7 @@ supervisor until SIGTERM/SIGINT, then drains and closes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -23,7 +24,8 @@ import ingest
 import streams
 from pantau import auth, db, http, metrics
 from pantau.context import ServiceContext
-from pantau.errors import PantauError
+from pantau.db import DatabaseState
+from pantau.errors import DatabaseUnavailable, MigrationError, PantauError
 from pantau.health import Check, Readiness
 from pantau.migrate import current_flavor, migrate, pending
 from pantau.settings import Settings, StorageSettings
@@ -58,20 +60,27 @@ async def run(
     on_started: Callable[[Started], None] | None = None,
     extra_workers: Sequence[Worker] = (),
 ) -> None:
-    """Run Pantau until `stop` is set or SIGTERM/SIGINT arrives."""
+    """Run Pantau until `stop` is set or SIGTERM/SIGINT arrives.
+
+    The database need not be up: HTTP and ingestion (which spools) start at once, the database
+    worker migrates as soon as PostgreSQL is reachable, and the workers that need the schema
+    start then."""
     stop = stop or asyncio.Event()
     registry = metrics.build_registry()
     readiness = Readiness()
     sock = http.bind(settings.http)
+    state = DatabaseState()
+    fatal: list[PantauError] = []
     try:
+        # The common case keeps the old order: migrated before any worker starts. Only when the
+        # database cannot be reached now does the database worker migrate later.
+        try:
+            await _prepare_schema(settings, state)
+        except (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            _down(state, _reason(exc))
         async with db.open_pool(settings.database) as pool:
-            if settings.database.migrate_on_start:
-                async with await db.connect(settings.database, autocommit=True) as conn:
-                    applied = await migrate(conn, settings.storage.backend)
-                    if applied:
-                        log.info("applied %d migrations", len(applied))
-            ctx = ServiceContext(settings, pool, registry, readiness)
-            readiness.add("database", _database_check(pool, registry))
+            ctx = ServiceContext(settings, pool, registry, readiness, state)
+            readiness.add("database", _database_check(pool, state, registry))
             app = http.build_app(
                 registry, readiness, [auth.router], max_body_bytes=settings.http.max_body_bytes
             )
@@ -81,12 +90,13 @@ async def run(
                 domain.setup_app(app, ctx)
             workers = [
                 http.http_worker(app, sock),
+                database_worker(pool, settings, state, registry, stop, fatal),
                 storage_worker(pool, settings.storage),
                 *(w for domain in DOMAINS for w in domain.workers(ctx)),
-                *extra_workers,
             ]
+            workers = [_when_usable(w, state) if w.needs_database else w for w in workers]
             supervisor = Supervisor(
-                workers,
+                [*workers, *extra_workers],
                 registry=registry,
                 backoff=Backoff(
                     settings.service.restart_backoff_initial_seconds,
@@ -104,6 +114,115 @@ async def run(
             log.info("all workers stopped")
     finally:
         sock.close()
+    if fatal:
+        raise fatal[0]
+
+
+def _when_usable(worker: Worker, state: DatabaseState) -> Worker:
+    """The worker, started (and restarted) only while the database is reachable and migrated, so
+    it waits instead of failing in a loop while the database is down."""
+
+    async def run(stop: asyncio.Event) -> None:
+        if await state.wait_usable(stop):
+            await worker.run(stop)
+
+    return dataclasses.replace(worker, run=run)
+
+
+def database_worker(
+    pool: AsyncConnectionPool,
+    settings: Settings,
+    state: DatabaseState,
+    registry: CollectorRegistry,
+    stop_service: asyncio.Event,
+    fatal: list[PantauError],
+) -> Worker:
+    """Reaches the database (again and again while it is down, with backoff), applies pending
+    migrations the first time it is reached, then marks the schema ready; keeps checking it."""
+    up = metrics.database_up(registry)
+    schema = metrics.database_schema_ready(registry)
+    backoff = Backoff(0.5, settings.database.retry_max_seconds)
+
+    async def run(stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                if not state.schema_ready():
+                    await _prepare_schema(settings, state)
+                else:
+                    await _probe(pool, settings)
+            except MigrationError as exc:
+                log.error("%s", exc)
+                fatal.append(exc)
+                stop_service.set()
+                return
+            except (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                _down(state, _reason(exc))
+            else:
+                if not state.up:
+                    log.info("database %s reachable", settings.database.redacted_url())
+                state.mark_up()
+            up.set(1 if state.up else 0)
+            schema.set(1 if state.schema_ready() else 0)
+            failures = 0 if state.usable else failures + 1
+            delay = backoff.delay(failures - 1) if failures else backoff.maximum
+            try:
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+
+    return Worker("database", run, needs_database=False)
+
+
+async def _prepare_schema(settings: Settings, state: DatabaseState) -> None:
+    """Migrate (when `migrate_on_start`) and mark the schema ready once nothing is pending: the
+    workers write only into the schema they were made for."""
+    async with await db.connect(settings.database, autocommit=True) as conn:
+        state.mark_up()
+        if settings.database.migrate_on_start:
+            state.reason = "migrating"
+            applied = await migrate(conn, settings.storage.backend)
+            if applied:
+                log.info(
+                    "applied %d migrations: %s",
+                    len(applied),
+                    ", ".join(f"{m.version:04d}_{m.name}" for m in applied),
+                )
+        todo = await pending(conn)
+        flavor = await current_flavor(conn)
+    if todo:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in todo)
+        reason = f"migrations pending: {names} (run `pantau db migrate`)"
+        if state.reason != reason:
+            log.warning("%s; ingestion spools until then", reason)
+        state.reason = reason
+        return
+    state.mark_schema_ready()
+    log.info("database schema ready (%s storage)", flavor)
+
+
+async def _probe(pool: AsyncConnectionPool, settings: Settings) -> None:
+    try:
+        async with pool.connection(timeout=settings.database.connect_timeout_seconds) as conn:
+            await conn.execute("SELECT 1")
+    except PoolTimeout as exc:
+        raise DatabaseUnavailable(
+            f"no connection to {settings.database.redacted_url()} within "
+            f"{settings.database.connect_timeout_seconds:g}s"
+        ) from exc
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, DatabaseUnavailable):
+        return str(exc)
+    return "lost the database: " + " ".join(str(exc).split())
+
+
+def _down(state: DatabaseState, reason: str) -> None:
+    if state.up or state.reason != reason:
+        log.warning("database down (%s); readings are spooled until it returns", reason)
+    state.mark_down(reason)
 
 
 class _SignalScope:
@@ -129,20 +248,25 @@ class _SignalScope:
         self._stop.set()
 
 
-def _database_check(pool: AsyncConnectionPool, registry: CollectorRegistry) -> Check:
-    up = metrics.database_up(registry)
+DOWN = "down (spooling)"
 
+
+def _database_check(
+    pool: AsyncConnectionPool, state: DatabaseState, registry: CollectorRegistry
+) -> Check:
     async def check() -> str | None:
+        if not state.up:
+            return DOWN
         try:
             async with pool.connection(timeout=1.5) as conn:
                 todo = await pending(conn)
-        except (psycopg.Error, PoolTimeout) as exc:
-            up.set(0)
-            return "unreachable: " + " ".join(str(exc).split())
-        up.set(1)
+        except (psycopg.Error, PoolTimeout):
+            return DOWN
         if todo:
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in todo)
             return f"migrations pending: {names} (run `pantau db migrate`)"
+        if not state.schema_ready():
+            return state.reason
         return None
 
     return check
@@ -176,6 +300,8 @@ def storage_worker(pool: AsyncConnectionPool, settings: StorageSettings) -> Work
                         await storage.maintain(conn, now.date())
                         next_maintenance = loop.time() + settings.maintenance_interval_seconds
                     await storage.refresh_rollups(conn, now)
+            async with pool.connection() as conn:
+                await storage.refresh_late(conn, datetime.now(UTC))
             try:
                 async with asyncio.timeout(settings.rollup_refresh_seconds):
                     await stop.wait()

@@ -46,7 +46,15 @@ class DatabaseSettings(_Section):
         5.0, gt=0, description="how long to wait for the database at start and per connection"
     )
     migrate_on_start: bool = Field(
-        True, description="apply pending migrations when the service starts"
+        True,
+        description="apply pending migrations when the service starts (or, if the database is "
+        "down then, as soon as it is reachable)",
+    )
+    retry_max_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="longest wait between attempts to reach a down database (the first is "
+        "0.5 s); also how often a reachable one is checked",
     )
 
     @field_validator("url")

@@ -28,6 +28,9 @@ class Worker:
     run: Callable[[asyncio.Event], Awaitable[None]]
     # Consecutive failures after which the whole service stops; None = keep restarting.
     give_up_after: int | None = None
+    # False: runs while the database is down or not migrated yet (the service starts the others
+    # only once it is reachable with its schema ready).
+    needs_database: bool = True
 
 
 @dataclass(frozen=True)

@@ -119,13 +119,51 @@ def env_for(settings: Settings) -> dict[str, str]:
     }
 
 
-def test_unreachable_database_at_start_exits_2(tmp_path: Path) -> None:
-    env = {"PANTAU_DATABASE__URL": f"postgresql://pantau@127.0.0.1:{free_port()}/pantau"}
+def test_unreachable_database_at_start_runs_and_says_so(tmp_path: Path) -> None:
+    db_port = free_port()
+    http_port = free_port()
+    env = {
+        "PANTAU_DATABASE__URL": f"postgresql://pantau@127.0.0.1:{db_port}/pantau",
+        "PANTAU_HTTP__PORT": str(http_port),
+        "PANTAU_MQTT__PORT": str(free_port()),
+        "PANTAU_INGEST__SPOOL_DIR": str(tmp_path / "spool"),
+    }
     proc = pantau("run", env=env, cwd=tmp_path)
-    _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    assert "error: cannot connect to the database postgresql://pantau@127.0.0.1" in err
-    assert "Connection refused" in err
+    try:
+        deadline = time.monotonic() + 30
+        report = None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                report = httpx.get(f"http://127.0.0.1:{http_port}/readyz").json()
+                if report["checks"]["database"] == "down (spooling)":
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        assert report is not None
+        assert report["checks"]["database"] == "down (spooling)", report
+        assert report["status"] == "not ready"
+        metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
+        assert "pantau_database_up 0.0" in metrics
+        assert "pantau_database_schema_ready 0.0" in metrics
+        assert 'pantau_worker_up{worker="http"} 1.0' in metrics
+        # An API call that needs the database answers 503 in the API's shape, not 500.
+        answer = httpx.get(
+            f"http://127.0.0.1:{http_port}/api/v1/devices",
+            headers={"Authorization": "Bearer pt_x"},
+            timeout=15,  # the pool waits database.connect_timeout_seconds (5) for a connection
+        )
+        assert answer.status_code == 503, answer.text
+        assert "database is unavailable" in answer.json()["detail"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert (
+        f"database down (cannot connect to the database postgresql://pantau@127.0.0.1:{db_port}"
+        in err
+    )
     assert "Traceback" not in err
 
 
