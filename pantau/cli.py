@@ -17,7 +17,7 @@ import ingest
 import streams
 from pantau import __version__, cliapp
 from pantau.cliapp import WIB
-from pantau.errors import PantauError
+from pantau.errors import DatabaseUnavailable, PantauError
 from pantau.settings import render_toml
 
 app = typer.Typer(
@@ -278,16 +278,20 @@ def dev() -> None:
 
         simulated = build_devices(settings.embedded.simulate_devices)
         interval = report_interval_seconds(simulated, settings.embedded.simulate_rate)
-        made, changed, retired = asyncio.run(
-            stack.register_simulated(effective, simulated, interval)
-        )
-        if simulated:
-            typer.echo(
-                f"Simulated sensors: {len(simulated)} registered devices ({made} new, {changed} "
-                f"updated, {retired} retired), each reporting every {interval} s"
+        try:
+            made, changed, retired = asyncio.run(
+                stack.register_simulated(effective, simulated, interval)
             )
-        elif retired:
-            typer.echo(f"Simulator off: its {retired} devices retired")
+        except DatabaseUnavailable as exc:  # Pantau starts anyway and spools
+            typer.echo(f"Simulated sensors: not registered ({exc})", err=True)
+        else:
+            if simulated:
+                typer.echo(
+                    f"Simulated sensors: {len(simulated)} registered devices ({made} new, "
+                    f"{changed} updated, {retired} retired), each reporting every {interval} s"
+                )
+            elif retired:
+                typer.echo(f"Simulator off: its {retired} devices retired")
 
         def banner(started: service.Started) -> None:
             url = started.http_url
