@@ -4,6 +4,8 @@ changed the device in between."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -149,11 +151,11 @@ async def renew_credentials(request: Request, device_id: str, who: Technician) -
     return registered
 
 
-@router.get("/devices/export", summary="Export devices as CSV or GeoJSON")
+@router.get("/devices/export", summary="Export devices as CSV, XLSX or GeoJSON")
 async def export_devices(
     request: Request,
     who: Operator,
-    format: Literal["csv", "geojson"] = "csv",
+    format: Literal["csv", "xlsx", "geojson"] = "csv",
     kecamatan: str | None = None,
     device_type: Annotated[str | None, Query(alias="type")] = None,
     status: Status | None = None,
@@ -164,41 +166,59 @@ async def export_devices(
         )
     if format == "csv":
         return Response(exchange.to_csv(devices), media_type="text/csv; charset=utf-8")
+    if format == "xlsx":
+        return Response(
+            await asyncio.to_thread(exchange.to_xlsx, devices),
+            media_type=exchange.XLSX_TYPE,
+            headers={"Content-Disposition": 'attachment; filename="pantau-devices.xlsx"'},
+        )
     return Response(exchange.to_geojson(devices), media_type="application/geo+json")
 
 
 @router.post(
     "/devices/import",
-    summary="Import devices from CSV or GeoJSON: all or nothing",
-    responses={422: _ERRORS[422]},
+    summary="Import devices from CSV, XLSX or GeoJSON: all or nothing",
+    description="Creates new devices and updates registered ones. CSV may be separated by "
+    "`,` or `;` (with decimal commas, as Excel writes it in id-ID). At most "
+    "`devices.import_max_rows` rows (`413` past it).",
+    responses={
+        413: {"description": "more rows than devices.import_max_rows"},
+        422: _ERRORS[422],
+    },
     openapi_extra={
         "requestBody": {
-            "content": {"text/csv": {}, "application/geo+json": {}, "application/json": {}},
+            "content": {
+                "text/csv": {},
+                exchange.XLSX_TYPE: {},
+                "application/geo+json": {},
+                "application/json": {},
+            },
             "required": True,
         }
     },
 )
 async def import_devices(request: Request, who: Technician) -> dict[str, int]:
-    body = await request.body()
     kind = request.headers.get("content-type", "").split(";")[0].strip()
-    if kind == "text/csv":
-        try:
-            rows = exchange.parse_csv(body.decode("utf-8-sig"))
-        except UnicodeDecodeError:
-            raise registry.Invalid(
-                [Problem(row=None, field="file", message="expected UTF-8 text")]
-            ) from None
-    elif kind in ("application/geo+json", "application/json"):
-        rows = exchange.parse_geojson(body)
-    else:
-        raise registry.RegistryError(
-            f"Content-Type {kind!r}: expected text/csv or application/geo+json"
-        )
-    async with _db(request) as conn, conn.transaction():
-        created, updated = await exchange.import_rows(conn, rows, who.actor)
-        for device in updated:  # moved or retired devices: their broker clients follow
-            await request.app.state.credentials.follow(conn, device, who.actor)
-    return {"created": len(created), "updated": len(updated)}
+    max_rows = request.app.state.settings.devices.import_max_rows
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "text/csv":
+            source = exchange.csv_source(request.stream())
+        elif kind == exchange.XLSX_TYPE:
+            file = stack.enter_context(await exchange.spooled(request.stream()))
+            source = exchange.xlsx_source(file)
+        elif kind in ("application/geo+json", "application/json"):
+            source = exchange.geojson_source(await request.body())
+        else:
+            raise registry.RegistryError(
+                f"Content-Type {kind!r}: expected text/csv or application/geo+json, or "
+                f"{exchange.XLSX_TYPE} for an XLSX workbook"
+            )
+        conn = await stack.enter_async_context(_db(request))
+        async with conn.transaction():
+            imported = await exchange.import_devices(conn, source, who.actor, max_rows)
+            for device in imported.follow:  # moved or retired devices: their clients follow
+                await request.app.state.credentials.follow(conn, device, who.actor)
+    return {"created": imported.created, "updated": imported.updated}
 
 
 @router.get(

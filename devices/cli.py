@@ -16,7 +16,7 @@ import typer
 
 from devices import exchange, readings, registry
 from devices.credentials import issuer_for, renew
-from devices.models import Device, DeviceIn, DevicePatch, Registered
+from devices.models import Device, DeviceIn, DevicePatch, Problem, Registered
 from devices.setup import registration, terminal_qr
 from pantau import cliapp, db, logs
 from pantau.cliapp import WIB
@@ -377,43 +377,73 @@ def credentials(
 
 
 @app.command("import")
-def import_(file: Annotated[Path, typer.Argument(help="a .csv or .geojson file")]) -> None:
-    """Create and update devices from a file: all or nothing, every error with its row."""
+def import_(
+    file: Annotated[Path, typer.Argument(help="a .csv, .xlsx or .geojson file")],
+    fmt: Annotated[
+        str | None, Opt("--format", help="csv, xlsx or geojson (default: from the file name)")
+    ] = None,
+) -> None:
+    """Create and update devices from a file: all or nothing, every error with its line."""
+    kinds: dict[str, exchange.Kind] = {"csv": "csv", "xlsx": "xlsx", "geojson": "geojson"}
+    kind = kinds.get(fmt) if fmt else exchange.kind_of(file)
+    if kind is None:
+        raise ConfigError(
+            f"--format {fmt!r}: expected csv, xlsx or geojson"
+            if fmt
+            else f"{file}: expected a .csv, .xlsx or .geojson file (or give --format)"
+        )
     try:
-        data = file.read_bytes()
+        file.open("rb").close()
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
-    if file.suffix.lower() == ".csv":
-        rows = exchange.parse_csv(data.decode("utf-8-sig"))
-    elif file.suffix.lower() in (".geojson", ".json"):
-        rows = exchange.parse_geojson(data)
-    else:
-        raise ConfigError(f"{file}: expected a .csv or .geojson file")
     settings = cliapp.settings()
 
-    async def work(conn: psycopg.AsyncConnection) -> tuple[list[Device], list[Device]]:
-        async with conn.transaction():
-            created, updated = await exchange.import_rows(conn, rows, cliapp.actor())
-            for device in updated:
-                await issuer_for(settings.mqtt).follow(conn, device, cliapp.actor())
-            return created, updated
+    async def work(conn: psycopg.AsyncConnection) -> exchange.Imported:
+        try:
+            async with conn.transaction():
+                imported = await exchange.import_devices(
+                    conn,
+                    exchange.file_source(file, kind),
+                    cliapp.actor(),
+                    settings.devices.import_max_rows,
+                )
+                for device in imported.follow:
+                    await issuer_for(settings.mqtt).follow(conn, device, cliapp.actor())
+                return imported
+        except registry.Invalid as exc:
+            raise ConfigError(_import_problems(file, exc.problems)) from None
 
-    created, updated = _run(work)
-    typer.echo(f"imported {file}: {len(created)} created, {len(updated)} updated")
-    if created and settings.mqtt.dynsec:
+    imported = _run(work)
+    typer.echo(f"imported {file}: {imported.created} created, {imported.updated} updated")
+    if imported.created and settings.mqtt.dynsec:
         typer.echo("new devices have no MQTT credentials yet: `pantau devices credentials ID`")
+
+
+def _import_problems(file: Path, problems: list[Problem]) -> str:
+    """One problem per line, where the file has it: `devices.csv:3: row 2: name: ...`."""
+    lines = [f"{file}: nothing imported, {len(problems)} problem(s):"]
+    for p in problems:
+        where = f"{file}:{p.line}: " if p.line is not None else f"{file}: "
+        row = f"row {p.row}: " if p.row is not None else ""
+        lines.append(f"{where}{row}{p.field}: {p.message}")
+    return "\n".join(lines)
 
 
 @app.command("export")
 def export(
-    fmt: Annotated[str, Opt("--format", help="csv or geojson")] = "csv",
+    fmt: Annotated[str, Opt("--format", help="csv, xlsx or geojson")] = "csv",
     output: Annotated[Path | None, Opt("--output", "-o", help="file (default: stdout)")] = None,
 ) -> None:
-    """Export every device as CSV or GeoJSON."""
-    if fmt not in ("csv", "geojson"):
-        raise ConfigError(f"--format {fmt!r}: expected csv or geojson")
+    """Export every device as CSV, XLSX or GeoJSON."""
+    writers: dict[str, Callable[[list[Device]], bytes]] = {
+        "csv": lambda devices: exchange.to_csv(devices).encode(),
+        "xlsx": exchange.to_xlsx,
+        "geojson": exchange.to_geojson,
+    }
+    if fmt not in writers:
+        raise ConfigError(f"--format {fmt!r}: expected csv or geojson, or xlsx")
     devices = _run(lambda conn: registry.list_devices(conn, registry.Filters(limit=1_000_000)))
-    data = exchange.to_csv(devices).encode() if fmt == "csv" else exchange.to_geojson(devices)
+    data = writers[fmt](devices)
     if output is None:
         sys.stdout.buffer.write(data)
     else:

@@ -1,151 +1,455 @@
-"""Bulk import and export of devices as CSV and GeoJSON.
+"""Bulk import and export of devices as CSV, XLSX and GeoJSON.
 
-Import is all or nothing: every row is checked first, and the errors of all rows are reported
-with their row numbers (1 = the first data row, or the first feature)."""
+An import is all or nothing and bounded. Rows are read as a stream (`devices.files`), checked in
+batches off the event loop against the registry (the devices a batch names are locked until the
+end), and copied into a staging table; when every row is good, one statement creates and
+updates the devices and writes their audit entries. The errors of all rows are reported, each
+with its row (1 = the first data row, or the first feature) and the file's own line."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Sequence
-from typing import Any
+import asyncio
+import contextlib
+import datetime as dt
+import re
+import tempfile
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
 
-import orjson
 import psycopg
+from psycopg import sql
 from pydantic import ValidationError
 
 from devices import registry
-from devices.models import FIELDS, Device, DeviceIn, DevicePatch, Problem
+from devices.files import (
+    BATCH_ROWS,
+    COLUMNS,
+    XLSX_TYPE,
+    CsvReader,
+    FileInvalid,
+    Record,
+    XlsxReader,
+    geojson_records,
+    to_csv,
+    to_geojson,
+    to_xlsx,
+)
+from devices.models import Device, DeviceIn, DevicePatch, Problem
+
+__all__ = [
+    "XLSX_TYPE",
+    "Imported",
+    "TooLarge",
+    "csv_source",
+    "file_source",
+    "geojson_source",
+    "import_devices",
+    "kind_of",
+    "spooled",
+    "to_csv",
+    "to_geojson",
+    "to_xlsx",
+    "xlsx_source",
+]
+
+Kind = Literal["csv", "xlsx", "geojson"]
+Source = AsyncGenerator[list[Record], None]
+# The problems an import reports in full; past these it says how many more there are.
+MAX_PROBLEMS = 1_000
+_READ_CHUNK = 1024 * 1024
 
 
-def parse_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None:
-        raise registry.Invalid([Problem(row=None, field="file", message="the CSV is empty")])
-    unknown = [f for f in reader.fieldnames if f not in (*FIELDS, "allow_outside")]
-    if unknown:
-        raise registry.Invalid(
-            [
+class TooLarge(registry.RegistryError):
+    """More rows than `devices.import_max_rows`."""
+
+    status = 413
+
+
+@dataclass(frozen=True)
+class Imported:
+    created: int
+    updated: int
+    # Updated devices with a broker client whose status, topic or format changed: the client
+    # must follow (enabled only when active, allowed its current topic).
+    follow: list[Device]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources: batches of records from a request body or a file
+
+
+async def csv_source(chunks: AsyncIterable[bytes]) -> Source:
+    reader = CsvReader()
+    pending: list[Record] = []
+    async for chunk in chunks:
+        if chunk:
+            pending.extend(await asyncio.to_thread(reader.feed, chunk))
+        if len(pending) >= BATCH_ROWS:
+            yield pending
+            pending = []
+    pending.extend(reader.feed(b"", final=True))
+    if pending:
+        yield pending
+
+
+async def xlsx_source(file: IO[bytes]) -> Source:
+    reader = await asyncio.to_thread(XlsxReader, file)
+    try:
+        while batch := await asyncio.to_thread(reader.take, BATCH_ROWS):
+            yield batch
+    finally:
+        reader.close()
+
+
+async def geojson_source(data: bytes) -> Source:
+    """GeoJSON is one JSON document, parsed whole (its size is bounded by the request body
+    limit in the API); its features are then checked in batches like any file's rows."""
+    records = await asyncio.to_thread(lambda: list(geojson_records(data)))
+    for i in range(0, len(records), BATCH_ROWS):
+        yield records[i : i + BATCH_ROWS]
+
+
+async def spooled(chunks: AsyncIterable[bytes]) -> IO[bytes]:
+    """A request body in a temporary file (XLSX is a zip archive, read from its end)."""
+    file = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115 - returned
+    async for chunk in chunks:
+        file.write(chunk)
+    file.seek(0)
+    return file
+
+
+def kind_of(path: Path) -> Kind | None:
+    return {".csv": "csv", ".xlsx": "xlsx", ".geojson": "geojson", ".json": "geojson"}.get(  # type: ignore[return-value]
+        path.suffix.lower()
+    )
+
+
+async def file_source(path: Path, kind: Kind) -> Source:
+    with path.open("rb") as file:
+        if kind == "xlsx":
+            async for batch in xlsx_source(file):
+                yield batch
+        elif kind == "geojson":
+            async for batch in geojson_source(file.read()):
+                yield batch
+        else:
+
+            async def chunks() -> AsyncIterator[bytes]:
+                while chunk := await asyncio.to_thread(file.read, _READ_CHUNK):
+                    yield chunk
+
+            async for batch in csv_source(chunks()):
+                yield batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Import
+
+_STAGED = (
+    "name",
+    "device_type",
+    "kecamatan",
+    "pillar",
+    "latitude",
+    "longitude",
+    "address_note",
+    "install_date",
+    "installed_by",
+    "status",
+    "expected_interval_seconds",
+    "payload_format",
+    "topic",
+    "metadata",
+)
+_STAGING = """
+CREATE TEMP TABLE device_import (
+    row                       integer NOT NULL,
+    device_id                 text    NOT NULL PRIMARY KEY,
+    is_new                    boolean NOT NULL,
+    cols                      text[]  NOT NULL,
+    name                      text,
+    device_type               text,
+    kecamatan                 text,
+    pillar                    text,
+    latitude                  double precision,
+    longitude                 double precision,
+    address_note              text,
+    install_date              date,
+    installed_by              text,
+    status                    text,
+    expected_interval_seconds integer,
+    payload_format            text,
+    topic                     text,
+    metadata                  jsonb
+) ON COMMIT DROP
+"""
+# Columns that are NOT NULL in `devices`: an import that gives null means their default.
+_DEFAULTS = {
+    "address_note": "''",
+    "installed_by": "''",
+    "status": "'active'",
+    "payload_format": "'json'",
+    "topic": "''",
+    "metadata": "'{}'::jsonb",
+}
+
+
+def _value(column: str, source: str) -> str:
+    default = _DEFAULTS.get(column)
+    return f"coalesce({source}.{column}, {default})" if default else f"{source}.{column}"
+
+
+# One statement: create the new devices, update the registered ones (only the columns the file
+# gives), and audit each change with its before and after, in the file's order.
+_APPLY = f"""
+WITH before AS (
+    SELECT d.device_id, to_jsonb(d) AS data
+    FROM devices d JOIN device_import s USING (device_id)
+    WHERE NOT s.is_new AND cardinality(s.cols) > 0
+), created AS (
+    INSERT INTO devices (device_id, {", ".join(_STAGED)})
+    SELECT s.device_id, {", ".join(_value(c, "s") for c in _STAGED)}
+    FROM device_import s WHERE s.is_new ORDER BY s.row
+    RETURNING *
+), changed AS (
+    UPDATE devices d SET {
+    ", ".join(
+        f"{c} = CASE WHEN '{c}' = ANY(s.cols) THEN {_value(c, 's')} ELSE d.{c} END" for c in _STAGED
+    )
+}, version = d.version + 1, updated_at = now()
+    FROM device_import s
+    WHERE NOT s.is_new AND s.device_id = d.device_id AND cardinality(s.cols) > 0
+    RETURNING d.*
+)
+INSERT INTO audit_log (actor, action, entity, entity_id, before, after)
+SELECT %(actor)s, a.action, 'device', a.device_id, a.before, a.after
+FROM (
+    SELECT s.row, 'create' AS action, c.device_id, NULL::jsonb AS before, to_jsonb(c) AS after
+    FROM created c JOIN device_import s USING (device_id)
+    UNION ALL
+    SELECT s.row, 'update', u.device_id, b.data, to_jsonb(u)
+    FROM changed u JOIN before b USING (device_id) JOIN device_import s USING (device_id)
+) a
+ORDER BY a.row
+RETURNING entity_id, action = 'update' AND after->>'mqtt_username' IS NOT NULL AND (
+    before->>'status' IS DISTINCT FROM after->>'status'
+    OR before->>'topic' IS DISTINCT FROM after->>'topic'
+    OR before->>'payload_format' IS DISTINCT FROM after->>'payload_format'
+)
+"""  # noqa: S608 - built from constants
+
+
+async def import_devices(
+    conn: psycopg.AsyncConnection, source: Source, actor: str, max_rows: int
+) -> Imported:
+    """Create new devices and update registered ones, all or nothing."""
+    checker = _Checker(await registry.references(conn))
+    async with conn.transaction():
+        await conn.execute(_STAGING)
+        try:
+            async with contextlib.aclosing(source):
+                created, updated = await _stage_all(conn, source, checker, max_rows)
+        except FileInvalid as exc:
+            raise registry.Invalid([*checker.problems, exc.problem]) from None
+        if checker.problems:
+            more = [
                 Problem(
-                    row=None,
-                    field="header",
-                    message=f"unknown columns {unknown}; expected some of {', '.join(FIELDS)}",
+                    field="file",
+                    message=f"and {checker.more} more problems not listed; fix these first",
                 )
             ]
-        )
-    rows = []
-    for number, record in enumerate(reader, start=1):
-        rows.append((number, {k: v for k, v in record.items() if k and v not in (None, "")}))
-    return rows
-
-
-def parse_geojson(data: bytes) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise registry.Invalid(
-            [Problem(row=None, field="file", message=f"not JSON: {exc}")]
-        ) from None
-    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        raise registry.Invalid(
-            [Problem(row=None, field="type", message="expected a GeoJSON FeatureCollection")]
-        )
-    rows = []
-    for number, feature in enumerate(doc.get("features") or [], start=1):
-        props = dict((feature or {}).get("properties") or {})
-        geometry = (feature or {}).get("geometry")
-        if geometry:
-            coords = geometry.get("coordinates") if geometry.get("type") == "Point" else None
-            if not (isinstance(coords, list) and len(coords) >= 2):
-                rows.append((number, {**props, "__geometry_error__": True}))
-                continue
-            props["longitude"], props["latitude"] = coords[0], coords[1]
-        rows.append((number, props))
-    return rows
-
-
-async def import_rows(
-    conn: psycopg.AsyncConnection, rows: Sequence[tuple[int, dict[str, Any]]], actor: str
-) -> tuple[list[Device], list[Device]]:
-    """Create new devices and update registered ones, all or nothing; (created, updated)."""
-    refs = await registry.references(conn)
-    problems: list[Problem] = []
-    seen: dict[str, int] = {}
-    plans: list[tuple[str, DeviceIn | DevicePatch, Device | None]] = []
-    existing = {
-        d.device_id: d for d in await registry.list_devices(conn, registry.Filters(limit=1_000_000))
-    }
-    for number, raw in rows:
-        if raw.pop("__geometry_error__", False):
-            problems.append(
-                Problem(
-                    row=number,
-                    field="geometry",
-                    message="expected a Point with [longitude, latitude]",
-                )
-            )
-            continue
-        device_id = str(raw.get("device_id", ""))
-        if device_id in seen:
-            problems.append(
-                Problem(
-                    row=number,
-                    field="device_id",
-                    message=f"{device_id!r} is also on row {seen[device_id]}",
-                )
-            )
-            continue
-        seen[device_id] = number
-        current = existing.get(device_id)
+            raise registry.Invalid([*checker.problems, *(more if checker.more else [])])
         try:
-            data: DeviceIn | DevicePatch = (
-                DevicePatch.model_validate({k: v for k, v in raw.items() if k != "device_id"})
-                if current
-                else DeviceIn.model_validate(raw)
+            cur = await conn.execute(_APPLY, {"actor": actor})
+        except psycopg.errors.UniqueViolation:
+            raise registry.Exists(
+                "a device of the file was registered by someone else during the import: "
+                "nothing was imported, run the import again"
+            ) from None
+        to_follow = [device_id for device_id, follows in await cur.fetchall() if follows]
+        follow = [await registry.get_device(conn, device_id) for device_id in to_follow]
+    return Imported(created, updated, follow)
+
+
+async def _stage_all(
+    conn: psycopg.AsyncConnection, source: Source, checker: _Checker, max_rows: int
+) -> tuple[int, int]:
+    """Check every row, and copy the good ones into the staging table while none is bad;
+    (new devices, registered ones)."""
+    rows = created = updated = 0
+    async for batch in source:
+        rows += len(batch)
+        if rows > max_rows:
+            raise TooLarge(
+                f"the file has more than {max_rows:,} device rows, the most one import takes "
+                f"(devices.import_max_rows = {max_rows}): split it into files of at most that "
+                "many rows"
             )
-        except ValidationError as exc:
-            for err in exc.errors():
-                field = ".".join(str(p) for p in err["loc"]) or "row"
-                problems.append(Problem(row=number, field=field, message=err["msg"]))
-            continue
-        _, found = registry.resolve(data, refs, current, row=number)
-        problems.extend(found)
-        plans.append((device_id, data, current))
-    if problems:
-        raise registry.Invalid(problems)
-    created: list[Device] = []
-    updated: list[Device] = []
-    async with conn.transaction():
-        for device_id, data, current in plans:
-            if current is None:
-                assert isinstance(data, DeviceIn)  # noqa: S101 - planned above
-                created.append(await registry.create_device(conn, data, actor, refs))
-            else:
-                assert isinstance(data, DevicePatch)  # noqa: S101
-                updated.append(
-                    await registry.update_device(conn, device_id, data, None, actor, refs)
-                )
+        ids = [str(r.values.get("device_id", "")) for r in batch]
+        existing = await registry.locked_devices(conn, ids)
+        staged = await asyncio.to_thread(checker.check, batch, existing)
+        if checker.problems:
+            continue  # nothing will be written: only look for more problems
+        created += sum(1 for s in staged if s[2])
+        updated += sum(1 for s in staged if not s[2])
+        await _stage(conn, staged)
     return created, updated
 
 
-def to_csv(devices: Sequence[Device]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for device in devices:
-        row = device.model_dump(mode="json")
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in FIELDS})
-    return out.getvalue()
+async def _stage(conn: psycopg.AsyncConnection, staged: Sequence[tuple[Any, ...]]) -> None:
+    if not staged:
+        return
+    columns = ["row", "device_id", "is_new", "cols", *_STAGED]
+    async with (
+        conn.cursor() as cur,
+        cur.copy(
+            sql.SQL("COPY device_import ({}) FROM STDIN").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
+        ) as copy,
+    ):
+        for row in staged:
+            await copy.write_row(row)
 
 
-def to_geojson(devices: Sequence[Device]) -> bytes:
-    features = []
-    for device in devices:
-        props = device.model_dump(mode="json", include=set(FIELDS) - {"latitude", "longitude"})
-        geometry = (
-            {"type": "Point", "coordinates": [device.longitude, device.latitude]}
-            if device.latitude is not None and device.longitude is not None
-            else None
-        )
-        features.append({"type": "Feature", "geometry": geometry, "properties": props})
-    return orjson.dumps({"type": "FeatureCollection", "features": features})
+_TEXT = frozenset(COLUMNS) - {
+    "latitude",
+    "longitude",
+    "expected_interval_seconds",
+    "install_date",
+    "allow_outside",
+}
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+$")
+_DAY_FIRST = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})$")
+_EXPECTED = {
+    "device_id": "an id of letters, digits and . _ : @ - (at most 128), e.g. wl-setu-01",
+    "name": "a name of 1 to 200 characters",
+    "device_type": "a device type id such as water_level (see `pantau devices types`)",
+    "kecamatan": "a kecamatan id or name, e.g. setu or Cikarang Pusat",
+    "latitude": "a number of degrees between -90 and 90, e.g. -6.35",
+    "longitude": "a number of degrees between -180 and 180, e.g. 107.03",
+    "address_note": "text of at most 500 characters",
+    "install_date": "a date as YYYY-MM-DD, e.g. 2026-11-01",
+    "installed_by": "text of at most 200 characters",
+    "status": "active, maintenance or retired",
+    "expected_interval_seconds": "a whole number of seconds from 1 to 604800",
+    "payload_format": "number, json or senml",
+    "topic": "an MQTT topic without wildcards (+, #), at most 300 characters",
+    "allow_outside": "true or false",
+    "metadata": "an object",
+}
+_COMMA_FORMS = {
+    "latitude": " (in a ';'-separated file also -6,35)",
+    "longitude": " (in a ';'-separated file also 107,03)",
+    "install_date": " (in a ';'-separated file also DD/MM/YYYY)",
+}
+
+
+class _Checker:
+    """Checks rows batch by batch, remembering the ids seen and the problems found. Pure
+    Python: runs in a worker thread, one batch at a time."""
+
+    def __init__(self, refs: registry.References) -> None:
+        self.refs = refs
+        self.problems: list[Problem] = []
+        self.more = 0
+        self.seen: dict[str, tuple[int, int | None]] = {}  # id -> (row, line)
+
+    def _add(self, problems: Sequence[Problem], record: Record) -> None:
+        for p in problems:
+            p.row, p.line = record.row, record.line
+            if len(self.problems) < MAX_PROBLEMS:
+                self.problems.append(p)
+            else:
+                self.more += 1
+
+    def check(self, batch: Sequence[Record], existing: dict[str, Device]) -> list[tuple[Any, ...]]:
+        staged: list[tuple[Any, ...]] = []
+        for record in batch:
+            if record.problems:
+                self._add(record.problems, record)
+                continue
+            raw = _normalised(record)
+            device_id = str(raw.get("device_id", ""))
+            first = self.seen.get(device_id)
+            if first is not None:
+                row, line = first
+                where = f"line {line}" if line is not None else f"row {row}"
+                self._add(
+                    [Problem(field="device_id", message=f"{device_id!r} is also on {where}")],
+                    record,
+                )
+                continue
+            self.seen[device_id] = (record.row, record.line)
+            current = existing.get(device_id)
+            try:
+                data: DeviceIn | DevicePatch = (
+                    DevicePatch.model_validate({k: v for k, v in raw.items() if k != "device_id"})
+                    if current
+                    else DeviceIn.model_validate(raw)
+                )
+            except ValidationError as exc:
+                self._add(_described(exc, record), record)
+                continue
+            values, found = registry.resolve(data, self.refs, current)
+            if found:
+                self._add(found, record)
+                continue
+            if self.problems:
+                continue
+            values.pop("device_id", None)
+            staged.append(
+                (
+                    record.row,
+                    device_id,
+                    current is None,
+                    list(values),
+                    *(values.get(c) for c in _STAGED),
+                )
+            )
+        return staged
+
+
+def _normalised(record: Record) -> dict[str, Any]:
+    """The row's values as the registry's models take them: numbers with a decimal comma,
+    day-first dates (a `;`-separated file, as Excel writes it in id-ID), XLSX's typed cells."""
+    out: dict[str, Any] = {}
+    for name, value in record.values.items():
+        if name in _TEXT and isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(int(value)) if float(value).is_integer() else str(value)
+        elif name in ("latitude", "longitude", "expected_interval_seconds"):
+            if isinstance(value, str) and record.decimal_comma and _DECIMAL_COMMA.match(value):
+                value = value.replace(",", ".")
+            if name == "expected_interval_seconds" and isinstance(value, float):
+                value = int(value) if value.is_integer() else value
+        elif name == "install_date":
+            if isinstance(value, dt.datetime):
+                value = value.date()
+            elif isinstance(value, str) and record.decimal_comma:
+                match = _DAY_FIRST.match(value)
+                if match:
+                    with contextlib.suppress(ValueError):  # not a date: the model says so
+                        value = dt.date(int(match[3]), int(match[2]), int(match[1]))
+        out[name] = value
+    return out
+
+
+def _described(exc: ValidationError, record: Record) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "row"
+        expected = _EXPECTED.get(field, "")
+        if expected and record.decimal_comma:
+            expected += _COMMA_FORMS.get(field, "")
+        if err["type"] == "missing":
+            message = f"a new device needs it; expected {expected}"
+        elif err["type"] == "extra_forbidden":
+            message = f"not a field of a device; expected some of {', '.join(COLUMNS)}"
+        else:
+            message = f"{err['input']!r}: {err['msg']}" + (
+                f"; expected {expected}" if expected else ""
+            )
+        problems.append(Problem(field=field, message=message))
+    return problems

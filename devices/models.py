@@ -187,6 +187,9 @@ class Problem(BaseModel):
     """One thing wrong with a request or an import row."""
 
     row: int | None = Field(None, description="the import row (1 = first data row)")
+    line: int | None = Field(
+        None, description="the file's own line (CSV) or sheet row (XLSX), the header's being 1"
+    )
     field: str
     message: str
 

@@ -501,3 +501,12 @@ async def latest_readings(
         (device_id, since_minutes),
     )
     return [Reading(**row) for row in await cur.fetchall()]
+
+
+async def locked_devices(conn: psycopg.AsyncConnection, ids: Sequence[str]) -> dict[str, Device]:
+    """The registered devices among `ids`, locked until the transaction ends (an import)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        sql.SQL(_SELECT + " WHERE d.device_id = ANY(%s) FOR UPDATE OF d"), (list(ids),)
+    )
+    return {row["device_id"]: Device(**row) for row in await cur.fetchall()}

@@ -265,6 +265,15 @@ class EmbeddedSettings(_Section):
     )
 
 
+class DevicesSettings(_Section):
+    import_max_rows: int = Field(
+        100_000,
+        ge=1,
+        description="most device rows one import (CSV, XLSX or GeoJSON) may hold; a larger file "
+        "is refused whole (API: 413)",
+    )
+
+
 class Settings(BaseSettings):
     """The effective configuration of one Pantau process."""
 
@@ -283,6 +292,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     service: ServiceSettings = ServiceSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
+    devices: DevicesSettings = DevicesSettings()
 
     @classmethod
     def settings_customise_sources(
