@@ -1,10 +1,11 @@
 """Bulk import and export of devices as CSV, XLSX and GeoJSON.
 
 An import is all or nothing and bounded. Rows are read as a stream (`devices.files`), checked in
-batches off the event loop against the registry (the devices a batch names are locked until the
-end), and copied into a staging table; when every row is good, one statement creates and
-updates the devices and writes their audit entries. The errors of all rows are reported, each
-with its row (1 = the first data row, or the first feature) and the file's own line."""
+batches off the event loop against the registry, and copied into a staging table with the
+version of each device they change; when every row is good, one statement creates and updates
+the devices (only those still at that version: else the import fails, 412) and writes their
+audit entries. The errors of all rows are reported, each with its row (1 = the first data row,
+or the first feature) and the file's own line."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from devices import registry
@@ -168,6 +171,7 @@ CREATE TEMP TABLE device_import (
     row                       integer NOT NULL,
     device_id                 text    NOT NULL PRIMARY KEY,
     is_new                    boolean NOT NULL,
+    version                   integer,
     cols                      text[]  NOT NULL,
     name                      text,
     device_type               text,
@@ -221,6 +225,7 @@ WITH before AS (
 }, version = d.version + 1, updated_at = now()
     FROM device_import s
     WHERE NOT s.is_new AND s.device_id = d.device_id AND cardinality(s.cols) > 0
+        AND d.version = s.version
     RETURNING d.*
 )
 INSERT INTO audit_log (actor, action, entity, entity_id, before, after)
@@ -233,7 +238,7 @@ FROM (
     FROM changed u JOIN before b USING (device_id) JOIN device_import s USING (device_id)
 ) a
 ORDER BY a.row
-RETURNING entity_id, action = 'update' AND after->>'mqtt_username' IS NOT NULL AND (
+RETURNING action, entity_id, action = 'update' AND after->>'mqtt_username' IS NOT NULL AND (
     before->>'status' IS DISTINCT FROM after->>'status'
     OR before->>'topic' IS DISTINCT FROM after->>'topic'
     OR before->>'payload_format' IS DISTINCT FROM after->>'payload_format'
@@ -250,7 +255,7 @@ async def import_devices(
         await conn.execute(_STAGING)
         try:
             async with contextlib.aclosing(source):
-                created, updated = await _stage_all(conn, source, checker, max_rows)
+                created, updated, writes = await _stage_all(conn, source, checker, max_rows)
         except FileInvalid as exc:
             raise registry.Invalid([*checker.problems, exc.problem]) from None
         if checker.problems:
@@ -268,17 +273,36 @@ async def import_devices(
                 "a device of the file was registered by someone else during the import: "
                 "nothing was imported, run the import again"
             ) from None
-        to_follow = [device_id for device_id, follows in await cur.fetchall() if follows]
+        done = await cur.fetchall()
+        if sum(1 for action, _, _ in done if action == "update") < writes:
+            await _changed_meanwhile(conn)
+        to_follow = [device_id for _, device_id, follows in done if follows]
         follow = [await registry.get_device(conn, device_id) for device_id in to_follow]
     return Imported(created, updated, follow)
 
 
+async def _changed_meanwhile(conn: psycopg.AsyncConnection) -> None:
+    """Someone changed devices of the file between their reading and the update: the import
+    would overwrite their change unseen (If-Match's 412, for a whole file)."""
+    cur = await conn.execute(
+        "SELECT s.device_id FROM device_import s JOIN devices d USING (device_id)"
+        " WHERE NOT s.is_new AND d.version <> s.version ORDER BY s.row LIMIT 5"
+    )
+    ids = [device_id for (device_id,) in await cur.fetchall()]
+    raise registry.Conflict(
+        f"devices of the file changed while it was imported ({', '.join(ids)}): nothing was "
+        "imported; run the import again"
+    )
+
+
 async def _stage_all(
     conn: psycopg.AsyncConnection, source: Source, checker: _Checker, max_rows: int
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Check every row, and copy the good ones into the staging table while none is bad;
-    (new devices, registered ones)."""
-    rows = created = updated = 0
+    (new devices, registered ones, registered ones with a change). PostgreSQL takes one batch
+    while the next is checked."""
+    rows = created = updated = writes = 0
+    pending = b""  # the last batch checked, to copy
     async for batch in source:
         rows += len(batch)
         if rows > max_rows:
@@ -288,30 +312,69 @@ async def _stage_all(
                 "many rows"
             )
         ids = [str(r.values.get("device_id", "")) for r in batch]
-        existing = await registry.locked_devices(conn, ids)
-        staged = await asyncio.to_thread(checker.check, batch, existing)
-        if checker.problems:
-            continue  # nothing will be written: only look for more problems
-        created += sum(1 for s in staged if s[2])
-        updated += sum(1 for s in staged if not s[2])
-        await _stage(conn, staged)
-    return created, updated
+        existing = await registry.registered(conn, ids)
+        checked, copied = await asyncio.gather(
+            asyncio.to_thread(checker.check, batch, existing),
+            _stage(conn, pending),
+            return_exceptions=True,
+        )
+        for outcome in (checked, copied):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(checked, _Staged)  # noqa: S101 - for the type checker
+        pending = b"" if checker.problems else checked.copy_data
+        created += checked.created
+        updated += checked.updated
+        writes += checked.writes
+    await _stage(conn, pending)
+    return created, updated, writes
 
 
-async def _stage(conn: psycopg.AsyncConnection, staged: Sequence[tuple[Any, ...]]) -> None:
-    if not staged:
-        return
-    columns = ["row", "device_id", "is_new", "cols", *_STAGED]
-    async with (
-        conn.cursor() as cur,
-        cur.copy(
-            sql.SQL("COPY device_import ({}) FROM STDIN").format(
-                sql.SQL(", ").join(map(sql.Identifier, columns))
-            )
-        ) as copy,
-    ):
-        for row in staged:
-            await copy.write_row(row)
+_STAGE = sql.SQL("COPY device_import ({}) FROM STDIN").format(
+    sql.SQL(", ").join(
+        map(sql.Identifier, ["row", "device_id", "is_new", "version", "cols", *_STAGED])
+    )
+)
+
+
+async def _stage(conn: psycopg.AsyncConnection, data: bytes) -> None:
+    if data:
+        async with conn.cursor() as cur, cur.copy(_STAGE) as copy:
+            await copy.write(data)
+
+
+def _copy_text(values: Sequence[Any]) -> str:
+    """One line of COPY's text format."""
+    out = []
+    for value in values:
+        if value is None:
+            out.append("\\N")
+            continue
+        if isinstance(value, bool):
+            text = "t" if value else "f"
+        elif isinstance(value, list):
+            text = "{" + ",".join(value) + "}"  # column names: nothing to quote
+        elif isinstance(value, Jsonb):
+            text = orjson.dumps(value.obj).decode()
+        elif isinstance(value, dt.date):
+            text = value.isoformat()
+        else:
+            text = str(value)
+        out.append(
+            text.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    return "\t".join(out) + "\n"
+
+
+@dataclass
+class _Staged:
+    created: int = 0
+    updated: int = 0
+    writes: int = 0  # updates that change a column
+    copy_data: bytes = b""
 
 
 _TEXT = frozenset(COLUMNS) - {
@@ -357,6 +420,38 @@ class _Checker:
         self.more = 0
         self.seen: dict[str, tuple[int, int | None]] = {}  # id -> (row, line)
 
+    def _references(self, raw: dict[str, Any]) -> list[Problem]:
+        """The row's device type, kecamatan and pillar checked although other fields are
+        wrong, so that one pass shows every problem of the row."""
+        given = {k: raw[k] for k in ("device_type", "kecamatan", "pillar") if k in raw}
+        try:
+            probe = DevicePatch.model_validate(given)
+        except ValidationError:
+            return []
+        now = dt.datetime.now(dt.UTC)
+        stand_in = Device(  # any valid device: only the given fields are looked up
+            device_id="probe",
+            name="probe",
+            device_type=next(iter(self.refs.types)),
+            kecamatan=next(iter(self.refs.kecamatan)),
+            pillar=next(iter(self.refs.pillars)),
+            latitude=None,
+            longitude=None,
+            address_note="",
+            install_date=None,
+            installed_by="",
+            status="active",
+            expected_interval_seconds=60,
+            payload_format="json",
+            topic="",
+            metadata={},
+            created_at=now,
+            updated_at=now,
+            version=1,
+            mqtt_username=None,
+        )
+        return registry.resolve(probe, self.refs, stand_in)[1]
+
     def _add(self, problems: Sequence[Problem], record: Record) -> None:
         for p in problems:
             p.row, p.line = record.row, record.line
@@ -365,8 +460,9 @@ class _Checker:
             else:
                 self.more += 1
 
-    def check(self, batch: Sequence[Record], existing: dict[str, Device]) -> list[tuple[Any, ...]]:
-        staged: list[tuple[Any, ...]] = []
+    def check(self, batch: Sequence[Record], existing: dict[str, Device]) -> _Staged:
+        staged = _Staged()
+        lines: list[str] = []
         for record in batch:
             if record.problems:
                 self._add(record.problems, record)
@@ -391,7 +487,7 @@ class _Checker:
                     else DeviceIn.model_validate(raw)
                 )
             except ValidationError as exc:
-                self._add(_described(exc, record), record)
+                self._add([*_described(exc, record), *self._references(raw)], record)
                 continue
             values, found = registry.resolve(data, self.refs, current)
             if found:
@@ -400,15 +496,24 @@ class _Checker:
             if self.problems:
                 continue
             values.pop("device_id", None)
-            staged.append(
-                (
-                    record.row,
-                    device_id,
-                    current is None,
-                    list(values),
-                    *(values.get(c) for c in _STAGED),
+            if current is None:
+                staged.created += 1
+            else:
+                staged.updated += 1
+                staged.writes += bool(values)
+            lines.append(
+                _copy_text(
+                    [
+                        record.row,
+                        device_id,
+                        current is None,
+                        None if current is None else current.version,
+                        list(values),
+                        *(values.get(c) for c in _STAGED),
+                    ]
                 )
             )
+        staged.copy_data = "".join(lines).encode()
         return staged
 
 

@@ -291,3 +291,44 @@ async def test_rows_past_the_limit_are_refused_whole(settings: Settings) -> None
             )
             assert broken.status_code == 422
             assert "not an XLSX workbook" in broken.json()["detail"][0]["message"]
+
+
+async def test_a_device_changed_or_registered_meanwhile_fails_the_import(migrated_db: str) -> None:
+    import psycopg
+
+    from devices import exchange, registry
+    from devices.models import DeviceIn, DevicePatch
+
+    async with (
+        await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn,
+        await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as other,
+    ):
+        await registry.create_device(
+            conn,
+            DeviceIn(device_id="wl-1", name="A", device_type="water_level", kecamatan="setu"),
+            "t",
+        )
+
+        async def source(meanwhile: object) -> exchange.Source:
+            new = {"device_type": "water_level", "kecamatan": "setu"}
+            yield [
+                Record(1, 2, {"device_id": "wl-1", "name": "B"}),
+                Record(2, 3, {"device_id": "wl-2", "name": "C", **new}),
+            ]
+            await meanwhile  # type: ignore[misc]
+            yield [Record(3, 4, {"device_id": "wl-3", "name": "D", **new})]
+
+        edit = registry.update_device(other, "wl-1", DevicePatch(name="edited"), None, "t")
+        with pytest.raises(registry.Conflict, match=r"changed while it was imported \(wl-1\)"):
+            await exchange.import_devices(conn, source(edit), "t", 10)
+        register = registry.create_device(
+            other,
+            DeviceIn(device_id="wl-2", name="X", device_type="water_level", kecamatan="setu"),
+            "t",
+        )
+        with pytest.raises(registry.Exists, match="registered by someone else"):
+            await exchange.import_devices(conn, source(register), "t", 10)
+        device = await registry.get_device(conn, "wl-1")
+        assert (device.name, device.version) == ("edited", 2)
+        assert (await registry.get_device(conn, "wl-2")).name == "X"
+        assert [d.device_id for d in await registry.list_devices(conn)] == ["wl-1", "wl-2"]
