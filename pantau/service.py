@@ -51,6 +51,7 @@ class Started:
     """Where a started service listens, for the caller to print."""
 
     http_url: str
+    app: FastAPI | None = None  # what it serves (its routes), for tests and tools
 
 
 async def run(
@@ -109,7 +110,7 @@ async def run(
                 shown = f"[{host}]" if ":" in host else host
                 log.info("Pantau listening on http://%s:%d", shown, port)
                 if on_started:
-                    on_started(Started(f"http://{shown}:{port}"))
+                    on_started(Started(f"http://{shown}:{port}", app))
                 await supervisor.run(stop)
             log.info("all workers stopped")
     finally:
