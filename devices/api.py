@@ -159,13 +159,17 @@ async def export_devices(
     kecamatan: str | None = None,
     device_type: Annotated[str | None, Query(alias="type")] = None,
     status: Status | None = None,
+    delimiter: Annotated[
+        Literal[",", ";"],
+        Query(description="CSV: `;` with decimal commas, for Excel in the id-ID locale"),
+    ] = ",",
 ) -> Response:
     async with _db(request) as conn:
         devices = await registry.list_devices(
             conn, registry.Filters(kecamatan, device_type, status, limit=1_000_000)
         )
     if format == "csv":
-        return Response(exchange.to_csv(devices), media_type="text/csv; charset=utf-8")
+        return Response(exchange.to_csv(devices, delimiter), media_type="text/csv; charset=utf-8")
     if format == "xlsx":
         return Response(
             await asyncio.to_thread(exchange.to_xlsx, devices),

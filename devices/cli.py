@@ -433,10 +433,15 @@ def _import_problems(file: Path, problems: list[Problem]) -> str:
 def export(
     fmt: Annotated[str, Opt("--format", help="csv, xlsx or geojson")] = "csv",
     output: Annotated[Path | None, Opt("--output", "-o", help="file (default: stdout)")] = None,
+    delimiter: Annotated[
+        str, Opt(help="CSV: ',' or ';' (with decimal commas, for Excel in the id-ID locale)")
+    ] = ",",
 ) -> None:
     """Export every device as CSV, XLSX or GeoJSON."""
+    if delimiter not in (",", ";"):
+        raise ConfigError(f"--delimiter {delimiter!r}: expected ',' or ';'")
     writers: dict[str, Callable[[list[Device]], bytes]] = {
-        "csv": lambda devices: exchange.to_csv(devices).encode(),
+        "csv": lambda devices: exchange.to_csv(devices, delimiter).encode(),
         "xlsx": exchange.to_xlsx,
         "geojson": exchange.to_geojson,
     }

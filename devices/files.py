@@ -227,12 +227,17 @@ def _delimiter(lines: list[str]) -> str:
     return best
 
 
-def to_csv(devices: Sequence[Device]) -> str:
+def to_csv(devices: Sequence[Device], delimiter: str = ",") -> str:
+    """`,`-separated, or `;`-separated with decimal commas: what Excel opens as columns where
+    the decimal separator is a comma (id-ID). Either imports back unchanged."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
     writer.writerow(FIELDS)
     for device in devices:
-        writer.writerow(_cells(device))  # None as "", dates as YYYY-MM-DD
+        cells = _cells(device)  # None as "", dates as YYYY-MM-DD
+        if delimiter == ";":
+            cells = [repr(c).replace(".", ",") if isinstance(c, float) else c for c in cells]
+        writer.writerow(cells)
     return out.getvalue()
 
 

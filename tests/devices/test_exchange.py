@@ -211,6 +211,19 @@ async def test_xlsx_round_trip_keeps_types_and_text(api: Api) -> None:
         )
         assert again.json() == {"created": 0, "updated": 2}
         after = (await http.get("/api/v1/devices")).json()
+    async with api.client("admin") as admin:
+        audit = (
+            await admin.get("/api/v1/audit", params={"entity": "device", "entity_id": "wl-setu-02"})
+        ).json()
+    assert [e["action"] for e in audit] == ["update", "update", "create"]
+    assert all(e["actor"].endswith(":technician for tests") for e in audit)
+    imported, _patched, created = audit
+    assert created["before"] is None
+    assert created["after"]["name"] == "Pintu air 2"
+    assert imported["before"]["version"] == 2
+    assert imported["after"]["version"] == 3
+    assert imported["after"]["name"] == HYPERLINK
+    assert imported["before"]["expected_interval_seconds"] == 120
 
     def same(devices: list[dict]) -> list[dict]:  # type: ignore[type-arg]
         return [{k: v for k, v in d.items() if k not in ("version", "updated_at")} for d in devices]
@@ -253,6 +266,16 @@ async def test_csv_export_neutralises_formulas_and_imports_back(api: Api) -> Non
         "-Budi-",
     )
     assert device["latitude"] == -6.35
+    async with api.client("technician") as http:
+        id_text = (await http.get("/api/v1/devices/export", params={"delimiter": ";"})).text
+        assert id_text.splitlines()[0].startswith("device_id;name;device_type;kecamatan;")
+        assert ";-6,35;107,03;'+62 21 555 0101;" in id_text
+        again = await http.post(
+            "/api/v1/devices/import", content=id_text, headers={"Content-Type": "text/csv"}
+        )
+        assert again.json() == {"created": 0, "updated": 1}
+        assert (await http.get("/api/v1/devices/wl-setu-01")).json()["name"] == HYPERLINK
+        assert (await http.get("/api/v1/devices/export")).text == text
 
 
 async def test_rows_past_the_limit_are_refused_whole(settings: Settings) -> None:
