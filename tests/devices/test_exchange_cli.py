@@ -40,6 +40,17 @@ def test_id_excel_csv_and_xlsx_round_trip(migrated_db: str, tmp_path: Path) -> N
     assert again.returncode == 0, again.stderr
     assert "0 created, 3 updated" in again.stdout
     assert run_pantau("devices", "export", db=migrated_db, cwd=tmp_path).stdout == before
+    id_csv = tmp_path / "perangkat-id.csv"
+    exported = run_pantau(
+        "devices", "export", "--delimiter", ";", "-o", str(id_csv), db=migrated_db, cwd=tmp_path
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert ";-6,35;107,03;" in id_csv.read_text()
+    assert (
+        "0 created, 3 updated"
+        in run_pantau("devices", "import", str(id_csv), db=migrated_db, cwd=tmp_path).stdout
+    )
+    assert run_pantau("devices", "export", db=migrated_db, cwd=tmp_path).stdout == before
     named = tmp_path / "no-suffix"
     named.write_bytes(book.read_bytes())
     assert (
