@@ -117,3 +117,41 @@ def test_import_at_the_row_limit_keeps_memory_bounded(service: Service) -> None:
     assert peak < 300 * 1024 * 1024, f"peak RSS {peak >> 20} MiB"
     assert healthy
     assert set(healthy) == {200}
+
+
+@pytest.mark.slow
+def test_xlsx_import_at_the_row_limit_keeps_memory_bounded(
+    service: Service, tmp_path: Path
+) -> None:
+    """A workbook as Excel saves it (shared strings), 100,000 rows."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    rows = iter(device_rows(100_000))
+    text = b"".join(rows).decode()
+    for line in text.splitlines():
+        cells: list[object] = line.split(",")
+        if cells[0] != "device_id":
+            cells[4], cells[5] = float(str(cells[4])), float(str(cells[5]))
+        sheet.append(cells)
+    path = tmp_path / "big.xlsx"
+    book.save(path)
+    del book, sheet, text
+    t0 = time.monotonic()
+    with service.client() as http, path.open("rb") as body:
+        answer = http.post(
+            "/api/v1/devices/import",
+            content=body,
+            headers={
+                "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            },
+        )
+    took = time.monotonic() - t0
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"created": 100_000, "updated": 0}
+    peak = service.peak_rss_bytes()
+    size = path.stat().st_size
+    print(f"\n100,000-row XLSX ({size >> 20} MiB) import: {took:.1f} s; peak RSS {peak >> 20} MiB")
+    assert peak < 300 * 1024 * 1024, f"peak RSS {peak >> 20} MiB"
