@@ -87,7 +87,7 @@ class CsvReader:
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
         self._partial = ""  # text after the last line break
         self._lines: list[str] = []  # the physical lines of the record being read
-        self._quotes = 0
+        self._quoted = False  # the record being read ends inside a quoted field
         self._line = 0  # physical lines read
         self._row = 0
         self._delimiter: str | None = None
@@ -146,18 +146,28 @@ class CsvReader:
     def _take_line(self, line: str, records: list[Record]) -> None:
         self._line += 1
         self._lines.append(line)
-        self._quotes += line.count('"')
-        if self._quotes % 2:
-            if sum(map(len, self._lines)) > MAX_RECORD_CHARS:
-                self._too_long()
-            return
-        lines, self._lines, self._quotes = self._lines, [], 0
-        start = self._line - len(lines) + 1
+        if self._quoted or '"' in line:
+            self._quoted = _in_quotes(line, self._delimiter or ",", self._quoted)
+            if self._quoted:
+                if sum(map(len, self._lines)) > MAX_RECORD_CHARS:
+                    self._too_long()
+                return
+        lines, self._lines = self._lines, []
+        self._take_record(lines, self._line - len(lines) + 1, records)
+
+    def _take_record(self, lines: list[str], start: int, records: list[Record]) -> None:
         if self._header is None:
             self._read_header(lines, start)
             return
         assert self._delimiter is not None  # noqa: S101 - set with the header
-        fields = next(csv.reader(lines, delimiter=self._delimiter), [])
+        reader = csv.reader(lines, delimiter=self._delimiter)
+        before = 0
+        for fields in reader:
+            self._fields(fields, start + before, records)
+            before = reader.line_num
+
+    def _fields(self, fields: list[str], start: int, records: list[Record]) -> None:
+        assert self._header is not None  # noqa: S101
         if not any(f.strip() for f in fields):
             return  # a blank line, or Excel's `;;;;` for an empty row
         self._row += 1
@@ -211,6 +221,29 @@ class CsvReader:
                 )
             )
         self._header = names
+
+
+def _in_quotes(line: str, delimiter: str, quoted: bool) -> bool:
+    """Whether `line` ends inside a quoted field, by the csv module's rules: a quote opens a
+    field only at its start, `""` inside is a quote, a quote elsewhere is text."""
+    i, n, start = 0, len(line), not quoted
+    while i < n:
+        if quoted:
+            j = line.find('"', i)
+            if j < 0:
+                return True
+            if j + 1 < n and line[j + 1] == '"':
+                i = j + 2
+                continue
+            quoted, start, i = False, False, j + 1
+        elif start and line[i] == '"':
+            quoted, start, i = True, False, i + 1
+        else:
+            j = line.find(delimiter, i)
+            if j < 0:
+                return False
+            start, i = True, j + 1
+    return quoted
 
 
 def _delimiter(lines: list[str]) -> str:

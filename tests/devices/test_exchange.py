@@ -74,6 +74,14 @@ def test_csv_reader_comma_file_sep_hint_and_bad_files() -> None:
         records(CsvReader(), b'device_id,name\nwl-1,"A\nwl-2,B\n', 100)
     assert unclosed.value.problem.line == 2
     assert "never closed" in unclosed.value.problem.message
+    inch = records(CsvReader(), b'device_id,name\nwl-1,Pipa 5" baja\nwl-2,"B\nC"\nwl-3,D\n', 3)
+    assert [(r.line, r.values["name"]) for r in inch] == [
+        (2, 'Pipa 5" baja'),
+        (3, "B\nC"),
+        (5, "D"),
+    ]
+    inch_end = records(CsvReader(), b'device_id,name\nwl-1,Pipa 5" baja\nwl-2,B\n', 100)
+    assert [r.values["name"] for r in inch_end] == ['Pipa 5" baja', "B"]
     with pytest.raises(FileInvalid) as endless:
         records(CsvReader(), b"device_id,name\n" + b"x" * 300_000, 4096)
     assert "longer than" in endless.value.problem.message
@@ -81,6 +89,29 @@ def test_csv_reader_comma_file_sep_hint_and_bad_files() -> None:
         records(CsvReader(), b"device_id;lokasi\nwl-1;x\n", 100)
     assert header.value.problem.line == 1
     assert "unknown columns ['lokasi']" in str(header.value)
+
+
+_CELL = (
+    st.text(alphabet="ab \"';,\n\r=", min_size=1, max_size=12)
+    .map(str.strip)
+    .filter(lambda t: bool(t) and not t.startswith("'"))
+)
+
+
+@given(
+    st.lists(st.tuples(_CELL, _CELL), min_size=1, max_size=6),
+    st.sampled_from([",", ";"]),
+    st.integers(1, 40),
+)
+def test_csv_reader_reads_what_csv_writes(
+    rows: list[tuple[str, str]], delimiter: str, step: int
+) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow(["name", "address_note"])
+    writer.writerows(rows)
+    got = records(CsvReader(), out.getvalue().encode(), step)
+    assert [(r.values["name"], r.values["address_note"]) for r in got] == rows
 
 
 @given(st.text(max_size=30))
