@@ -19,6 +19,8 @@ def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
 
 
 def register_cli(app: typer.Typer) -> None:
-    from ingest.cli import register
+    from ingest.cli import quarantine_app, register
+    from ingest.deadletters_cli import dead_letters
 
     register(app)
+    quarantine_app.command("dead-letters")(dead_letters)

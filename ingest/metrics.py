@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ingest.decoders import REASONS
+from ingest.writer import KINDS
 
 if TYPE_CHECKING:
     from ingest.writer import WriteResult
@@ -32,6 +33,11 @@ class IngestMetrics:
     readings_conflicting: Counter
     quarantine_summarised: Counter
     quarantine_dropped: Counter
+    database_errors: Counter
+    spool_full: Gauge
+    spool_disk_full: Gauge
+    dead_letters: Counter
+    dead_letter_bytes: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> IngestMetrics:
@@ -43,6 +49,22 @@ class IngestMetrics:
         )
         for reason in REASONS:
             quarantined.labels(reason)
+        database_errors = Counter(
+            "pantau_ingest_database_errors",
+            "Failed database writes and connection attempts of the ingestion writer, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in KINDS:
+            database_errors.labels(kind)
+        dead_letters = Counter(
+            "pantau_ingest_dead_letters",
+            "Spool records set aside in <spool_dir>/dead (refused on replay, or corrupt)",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in ("refused", "corrupt"):
+            dead_letters.labels(kind)
         return cls(
             messages_received=Counter(
                 "pantau_mqtt_messages_received", "MQTT messages received", registry=registry
@@ -104,6 +126,23 @@ class IngestMetrics:
                 "pantau_mqtt_reconnects", "Reconnect attempts to the MQTT broker", registry=registry
             ),
             **_quarantine_metrics(registry),
+            database_errors=database_errors,
+            spool_full=Gauge(
+                "pantau_ingest_spool_full",
+                "1 while the spool refuses batches (size limit or disk): nothing is acknowledged",
+                registry=registry,
+            ),
+            spool_disk_full=Gauge(
+                "pantau_ingest_spool_disk_full",
+                "1 while the spool's disk refuses writes (full, over quota, I/O error)",
+                registry=registry,
+            ),
+            dead_letters=dead_letters,
+            dead_letter_bytes=Gauge(
+                "pantau_ingest_dead_letter_bytes",
+                "Bytes of dead letters kept in <spool_dir>/dead",
+                registry=registry,
+            ),
         )
 
 

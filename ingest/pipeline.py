@@ -2,25 +2,30 @@
 
 The subscriber's network thread only appends to the inbox. The writer thread takes batches (by
 count, or when the oldest message has waited `batch_max_wait_seconds`), decodes them, commits
-them, and only then releases their acknowledgements. While the database is down, batches go to
-the spool (fsynced) and are acknowledged; when it returns, the spool is replayed in order before
-anything new is written. When the spool is full, nothing more is acknowledged: the broker keeps
-the messages (its receive-maximum window stops the flow), and the inbox stays bounded.
+them, and only then releases their acknowledgements. While the database is down (any error
+`ingest.writer.classify` calls so), batches go to the spool (fsynced) and are acknowledged, and
+the database is tried again with backoff; when it returns, the spool is replayed in order before
+anything new is written. A batch the database refuses for another reason is spooled too and
+reported; on replay it is set aside as a dead letter, so the replay goes on. When the spool is
+full (its size limit, or its disk), nothing more is acknowledged: the broker keeps the messages
+(its receive-maximum window stops the flow), and the inbox stays bounded.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ingest.batch import Batch, Message, Processor
 from ingest.decoders import UNREGISTERED
 from ingest.metrics import IngestMetrics, count_quarantine
-from ingest.spool import Spool, SpoolFull
-from ingest.writer import DatabaseDown, Writer, WriteResult
+from ingest.spool import Record, Spool, SpoolDiskFull, SpoolFull
+from ingest.writer import DatabaseDown, WriteFailed, Writer, WriteResult
 from pantau.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -51,13 +56,18 @@ class Pipeline:
         self._cond = threading.Condition()
         self._stopping = False
         self._next_db_try = 0.0
+        self._db_failures = 0  # connection attempts failed in a row (for the backoff)
         self._registered: frozenset[str] = frozenset()
-        self._registry_read = 0.0  # monotonic time of the last registry read
+        self._registry_read: float | None = None  # monotonic time of the last registry read
         self._spool_full_since: float | None = None
+        # Why the pipeline is not taking messages normally (for /readyz), None when it is.
+        self.database_problem: str | None = None
+        self.spool_problem: str | None = None
         self.ack: AckFn = lambda acks: None
         metrics.pending_messages.set_function(lambda: len(self._filling.messages))
         metrics.spool_bytes.set_function(lambda: self._spool.size)
         metrics.spool_oldest_seconds.set_function(self._spool.oldest_age)
+        metrics.dead_letter_bytes.set_function(lambda: self._spool.dead.size)
 
     # --- called from the MQTT network thread --------------------------------------------------
 
@@ -129,8 +139,6 @@ class Pipeline:
         return batch
 
     def _deliver(self, batch: Batch) -> None:
-        if self._settings.unregistered_devices == "quarantine":
-            self._hold_strangers(batch)
         if not self._commit(batch):
             self._spool_or_hold(batch)
 
@@ -139,51 +147,104 @@ class Pipeline:
         if not self._database_ready():
             return False
         try:
+            self._judge(batch)
             result = self._timed_write(batch)
         except DatabaseDown as exc:
             self._database_lost(exc)
+            return False
+        except Exception as exc:  # spooled and reported, never a restart loop
+            self._write_failed(exc, "spooling the batch; replaying it sets it aside")
             return False
         self._committed(batch, result)
         return True
 
     def _spool_or_hold(self, batch: Batch) -> None:
-        """Spool and acknowledge; when the spool is full, keep the batch unacknowledged until
-        the database returns (or we stop: then the broker redelivers it next time)."""
+        """Spool and acknowledge; when the spool is full (its limit or its disk), keep the batch
+        unacknowledged until the database returns (or we stop: then the broker redelivers it)."""
         while True:
             try:
                 self._spool.append(batch)
             except SpoolFull as exc:
-                if self._spool_full_since is None:
-                    self._spool_full_since = time.monotonic()
-                    log.error("%s and the database is down: no longer acknowledging", exc)
+                self._spool_full(exc)
                 with self._cond:
                     if self._stopping:
                         return
                     self._cond.wait(self._settings.database_retry_seconds)
                 if self._commit(batch):
+                    self._spool_ok()
                     return
                 continue
-            self._spool_full_since = None
+            self._spool_ok()
             self._acknowledge(batch)
             return
 
+    def _spool_full(self, exc: SpoolFull) -> None:
+        disk = isinstance(exc, SpoolDiskFull)
+        self.spool_problem = (
+            f"{exc}: not acknowledging, the broker holds new messages until the database returns"
+        )
+        self._metrics.spool_full.set(1)
+        self._metrics.spool_disk_full.set(1 if disk else 0)
+        if self._spool_full_since is None:
+            self._spool_full_since = time.monotonic()
+            log.error("%s and the database is down: no longer acknowledging", exc)
+
+    def _spool_ok(self) -> None:
+        if self._spool_full_since is not None:
+            log.info(
+                "spool takes batches again after %.1fs; acknowledging",
+                time.monotonic() - self._spool_full_since,
+            )
+        self._spool_full_since = None
+        self.spool_problem = None
+        self._metrics.spool_full.set(0)
+        self._metrics.spool_disk_full.set(0)
+
     def _database_ready(self) -> bool:
-        """Connected (trying again at most every `database_retry_seconds`) and the spool
-        replayed; False while the database is down."""
+        """Connected (trying again with backoff) and the spool replayed; False while the
+        database is down."""
         if not self._writer_up():
             return False
         for segment in self._spool.segments():
-            replayed = 0
+            if not self._replay(segment):
+                return False
+            self._spool.consumed(segment)
+        return True
+
+    def _replay(self, segment: Path) -> bool:
+        """Write every batch of a segment; set aside what cannot be. False if the database
+        went down (the segment stays and is replayed from its start next time)."""
+        replayed = 0
+        for record in self._spool.records(segment):
+            batch = record.batch
+            if batch is None:
+                if not self._set_aside(segment, record, record.problem, "corrupt"):
+                    return False
+                continue
             try:
-                for batch in self._spool.read(segment):
-                    result = self._timed_write(batch)
-                    self._count(batch, result)
-                    replayed += len(batch)
+                self._judge(batch)
+                result = self._timed_write(batch)
             except DatabaseDown as exc:
                 self._database_lost(exc)
                 return False
-            self._spool.consumed(segment)
-            log.info("replayed %d readings from spool %s", replayed, segment.name)
+            except Exception as exc:  # a poison record must not block the spool
+                self._write_failed(exc, "setting the spooled batch aside")
+                if not self._set_aside(segment, record, f"{type(exc).__name__}: {exc}", "refused"):
+                    return False
+                continue
+            self._count(batch, result)
+            replayed += len(batch)
+        log.info("replayed %d readings from spool %s", replayed, segment.name)
+        return True
+
+    def _set_aside(self, segment: Path, record: Record, error: str, kind: str) -> bool:
+        try:
+            self._spool.set_aside(segment, record, error)
+        except OSError as exc:
+            self.spool_problem = f"cannot set a spool record aside in {self._spool.dead.directory}"
+            log.error("%s: %s; the replay waits", self.spool_problem, exc)
+            return False
+        self._metrics.dead_letters.labels(kind).inc()
         return True
 
     def _writer_up(self) -> bool:
@@ -192,20 +253,43 @@ class Pipeline:
         now = time.monotonic()
         if now < self._next_db_try:
             return False
-        self._next_db_try = now + self._settings.database_retry_seconds
         try:
             self._writer.connect()
         except DatabaseDown as exc:
-            log.warning("database still down: %s", exc)
+            self._database_lost(exc, attempt=True)
             return False
         log.info("ingestion writer connected to the database")
+        self._db_failures = 0
+        self.database_problem = None
         self._metrics.database_connected.set(1)
         return True
 
-    def _database_lost(self, exc: DatabaseDown) -> None:
-        log.error("database write failed (%s); spooling to %s", exc, self._spool.directory)
+    def _database_lost(self, exc: DatabaseDown, *, attempt: bool = False) -> None:
+        self._metrics.database_errors.labels(exc.kind).inc()
         self._metrics.database_connected.set(0)
-        self._next_db_try = time.monotonic() + self._settings.database_retry_seconds
+        delay = self._backoff(self._db_failures)
+        self._db_failures += 1
+        self._next_db_try = time.monotonic() + delay
+        self.database_problem = (
+            f"database down ({exc}); spooling to {self._spool.directory}, next try in {delay:.1f}s"
+        )
+        if attempt:
+            log.warning("database still down (%s); next try in %.1fs", exc, delay)
+        else:
+            log.error("database write failed (%s); spooling to %s", exc, self._spool.directory)
+
+    def _backoff(self, failures: int) -> float:
+        s = self._settings
+        cap = min(s.database_retry_max_seconds, s.database_retry_seconds * 2.0**failures)
+        return max(s.database_retry_seconds, cap / 2 + random.random() * cap / 2)  # noqa: S311
+
+    def _write_failed(self, exc: Exception, then: str) -> None:
+        kind = exc.kind if isinstance(exc, WriteFailed) else "other"
+        self._metrics.database_errors.labels(kind).inc()
+        if isinstance(exc, WriteFailed):
+            log.error("database refused a batch (%s); %s", exc, then)
+        else:
+            log.exception("writing a batch failed; %s", then)
 
     def _timed_write(self, batch: Batch) -> WriteResult:
         started = time.perf_counter()
@@ -245,17 +329,20 @@ class Pipeline:
             for reading in readings[::step]:
                 observe((now - reading[0]).total_seconds())
 
-    def _hold_strangers(self, batch: Batch) -> None:
-        """Policy `quarantine`: messages of devices not in the registry are held. An unknown
-        device makes us look in the registry again (at most once a second), so a device
+    def _judge(self, batch: Batch) -> None:
+        """Policy `quarantine`: messages of devices not in the registry are held. A batch is
+        only judged against a registry read from the database (never a cold or failed cache):
+        when it cannot be read, DatabaseDown spools the batch unjudged and the replay judges it.
+        An unknown device makes us read the registry again (at most once a second), so a device
         registered a moment ago is accepted at once."""
+        if self._settings.unregistered_devices != "quarantine":
+            return
         strangers = batch.devices() - self._registered
-        if strangers and time.monotonic() - self._registry_read > 1.0 and self._writer_up():
-            try:
-                self._registered = self._writer.registered_devices()
-                self._registry_read = time.monotonic()
-            except DatabaseDown:
-                pass  # judged on what we knew; the batch goes to the spool anyway
+        read = self._registry_read
+        if strangers and (read is None or time.monotonic() - read > 1.0):
+            self._writer.connect()
+            self._registered = self._writer.registered_devices()
+            self._registry_read = time.monotonic()
             strangers = batch.devices() - self._registered
         if strangers:
             batch.hold_devices(strangers, UNREGISTERED, "not in the registry: ")

@@ -1,11 +1,20 @@
 """The ingestion worker: builds the pipeline for each run and runs its two threads (the MQTT
-network thread and the writer) under the supervisor."""
+network thread and the writer) under the supervisor.
+
+Shutdown always ends: the writer drains against a deadline a little inside the supervisor's
+(`service.shutdown_timeout_seconds`), then the network thread sends the acknowledgements released
+so far and disconnects, whatever the writer is stuck in. A batch not committed by then is never
+acknowledged (the broker redelivers it); the threads are daemons, so a write blocked on a hung
+database does not keep the process alive either.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 
 from ingest import quarantine
 from ingest.batch import Processor
@@ -27,13 +36,23 @@ class IngestService:
         self._database = ctx.database
         self._metrics = IngestMetrics.create(ctx.registry)
         self._subscriber: Subscriber | None = None
+        self._pipeline: Pipeline | None = None
         ctx.readiness.add("broker", self.check)
+        ctx.readiness.add("ingest", self.check_pipeline)
 
     async def check(self) -> str | None:
         sub = self._subscriber
         if sub is None:
             return "ingestion not started"
         return None if sub.connected else f"broker {sub.where}: {sub.reason}"
+
+    async def check_pipeline(self) -> str | None:
+        """Why the pipeline cannot take messages as usual: its spool is full (size limit or
+        disk), or the database refuses its writes, and why."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return "ingestion not started"
+        return pipeline.spool_problem or pipeline.database_problem
 
     def workers(self) -> list[Worker]:
         return [
@@ -87,11 +106,14 @@ class IngestService:
 
     async def run(self, stop: asyncio.Event) -> None:
         pipeline, subscriber = self.build()
-        self._subscriber = subscriber
+        self._pipeline, self._subscriber = pipeline, subscriber
         network_stop = threading.Event()
-        writing = asyncio.ensure_future(asyncio.to_thread(pipeline.run))
-        receiving = asyncio.ensure_future(asyncio.to_thread(subscriber.run, network_stop))
-        stopping = asyncio.ensure_future(stop.wait())
+        writing = _daemon(pipeline.run, "ingest-writer")
+        receiving = _daemon(lambda: subscriber.run(network_stop), "ingest-mqtt")
+        stopping: asyncio.Future[None] = asyncio.ensure_future(_wait(stop))
+        # Inside the supervisor's deadline, so that the network thread still stops cleanly.
+        timeout = self._settings.service.shutdown_timeout_seconds
+        drain = max(timeout - 1.0, timeout * 0.7)
         try:
             await asyncio.wait({writing, receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -99,8 +121,51 @@ class IngestService:
             # Drain: the writer commits what was received and releases its acks while the
             # network thread is still connected to send them; then disconnect.
             pipeline.stop()
-            await asyncio.wait({writing})
-            network_stop.set()
-            await asyncio.wait({receiving})
+            try:
+                await asyncio.wait({writing}, timeout=drain)
+            finally:
+                if not writing.done():
+                    log.error(
+                        "ingest writer still busy after %.1fs (a write the database does not "
+                        "answer?); leaving its batch unacknowledged for the broker to redeliver",
+                        drain,
+                    )
+                network_stop.set()
+            await asyncio.wait({receiving}, timeout=max(1.0, timeout - drain))
+            if not receiving.done():
+                log.error("MQTT network thread did not stop; leaving it")
         for task in (writing, receiving):
-            task.result()  # a thread's exception fails the worker: the supervisor restarts it
+            if task.done():
+                task.result()  # a thread's exception fails the worker: the supervisor restarts it
+
+
+async def _wait(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+def _daemon(target: Callable[[], None], name: str) -> asyncio.Future[None]:
+    """Run `target` in a daemon thread; the future resolves when it returns. (Not
+    `asyncio.to_thread`: the default executor's threads are joined at exit, so a thread stuck in
+    a socket would keep the process from ever ending.)"""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)
+
+    def main() -> None:
+        error: BaseException | None = None
+        try:
+            target()
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=main, name=name, daemon=True).start()
+    return future

@@ -55,7 +55,50 @@ WHERE r.value IS DISTINCT FROM s.value
 
 
 class DatabaseDown(Exception):
-    """The connection to PostgreSQL is gone; the batch was not written."""
+    """PostgreSQL cannot take writes now (see `classify`); the batch was not written."""
+
+    def __init__(self, message: str, kind: str = "connection_lost") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class WriteFailed(Exception):
+    """The database refused the batch for a reason that is neither "down" nor a bad row."""
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# Errors by kind. These mean "the database is down (or will not write) for now": spool and retry.
+DOWN_KINDS: dict[type[psycopg.Error], str] = {
+    errors.ReadOnlySqlTransaction: "read_only",  # a demoted primary, or read-only by default
+    errors.AdminShutdown: "admin_shutdown",
+    errors.CrashShutdown: "admin_shutdown",
+    errors.CannotConnectNow: "cannot_connect_now",  # starting up, or in recovery
+    errors.DiskFull: "disk_full",
+    errors.TooManyConnections: "too_many_connections",
+    errors.InsufficientResources: "insufficient_resources",  # incl. out of memory
+    errors.IdleSessionTimeout: "connection_lost",
+    errors.QueryCanceled: "transient",  # statement_timeout, pg_cancel_backend
+    errors.TransactionRollback: "transient",  # deadlock, serialization failure
+    errors.LockNotAvailable: "transient",
+}
+KINDS = (*sorted(set(DOWN_KINDS.values()) | {"connection_lost"}), "other")
+
+
+def classify(exc: psycopg.Error) -> DatabaseDown | WriteFailed:
+    """What an error that reached the writer means: DatabaseDown (spool, retry with backoff)
+    or WriteFailed (spool the batch, report it; on replay it is set aside)."""
+    text = " ".join(str(exc).split())
+    for cls, kind in DOWN_KINDS.items():
+        if isinstance(exc, cls):
+            return DatabaseDown(f"{kind.replace('_', ' ')}: {text}", kind)
+    if isinstance(exc, psycopg.InterfaceError | errors.ConnectionException) or (
+        isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
+    ):
+        return DatabaseDown(text, "connection_lost")  # refused, reset, closed, timed out
+    return WriteFailed(f"{type(exc).__name__}: {text}")
 
 
 @dataclass
@@ -96,16 +139,19 @@ class Writer:
             return
         if not self._schema_ready():
             raise DatabaseDown("waiting for the database and its migrations")
+        conn = None
         try:
             conn = psycopg.connect(
                 self._conninfo,
                 connect_timeout=self._connect_timeout,
                 application_name="pantau-ingest",
             )
-            conn.execute(_STAGING)
+            conn.execute(_STAGING)  # refused by a read-only server: it cannot take writes
             conn.commit()
-        except psycopg.OperationalError as exc:
-            raise DatabaseDown(" ".join(str(exc).split())) from exc
+        except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise _down(classify(exc)) from exc
         self._conn = conn
 
     def close(self) -> None:
@@ -119,9 +165,9 @@ class Writer:
         result = WriteResult(quarantined=list(batch.quarantine))
         try:
             self._write_all(batch.readings, batch.origins, batch, result)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self.close()
-            raise DatabaseDown(" ".join(str(exc).split())) from exc
+        except psycopg.Error as exc:
+            self.close()  # a new connection for the next batch, whatever state this one is in
+            raise classify(exc) from exc
         self._trim(result)
         return result
 
@@ -263,9 +309,9 @@ class Writer:
             with conn.transaction():
                 rows = conn.execute("SELECT device_id FROM devices WHERE status <> 'retired'")
                 return frozenset(r[0] for r in rows.fetchall())
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except psycopg.Error as exc:
             self.close()
-            raise DatabaseDown(" ".join(str(exc).split())) from exc
+            raise _down(classify(exc)) from exc
 
     def _require(self) -> psycopg.Connection:
         if self._conn is None:
@@ -282,3 +328,8 @@ def _latest_per_device(readings: Sequence[Reading]) -> tuple[list[str], list[dat
             latest[device] = when
     devices = sorted(latest)
     return devices, [latest[d] for d in devices]
+
+
+def _down(error: DatabaseDown | WriteFailed) -> DatabaseDown:
+    """Connecting or reading the registry: any failure means we cannot write yet."""
+    return error if isinstance(error, DatabaseDown) else DatabaseDown(str(error), error.kind)

@@ -175,6 +175,12 @@ class IngestSettings(_Section):
     database_retry_seconds: float = Field(
         2.0, gt=0, description="how often a down database is tried again"
     )
+    database_retry_max_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="a database down for long is tried again with backoff (doubling from "
+        "database_retry_seconds, with jitter) up to this",
+    )
     mappings: list[MappingSettings] = Field(
         default_factory=default_mappings,
         description="topic patterns and payload formats ([[ingest.mappings]]; see README)",
