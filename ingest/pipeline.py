@@ -229,7 +229,8 @@ class Pipeline:
                 return False
             except Exception as exc:  # a poison record must not block the spool
                 self._write_failed(exc, "setting the spooled batch aside")
-                if not self._set_aside(segment, record, f"{type(exc).__name__}: {exc}", "refused"):
+                error = str(exc) if isinstance(exc, WriteFailed) else f"{type(exc).__name__}: {exc}"
+                if not self._set_aside(segment, record, error, "refused"):
                     return False
                 continue
             self._count(batch, result)

@@ -98,7 +98,7 @@ def classify(exc: psycopg.Error) -> DatabaseDown | WriteFailed:
         isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
     ):
         return DatabaseDown(text, "connection_lost")  # refused, reset, closed, timed out
-    return WriteFailed(f"{type(exc).__name__}: {text}")
+    return WriteFailed(f"{type(exc).__name__.rstrip('_')} ({exc.sqlstate}): {text}")
 
 
 @dataclass

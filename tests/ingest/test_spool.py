@@ -1,3 +1,6 @@
+import os
+import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -5,7 +8,7 @@ import pytest
 
 from ingest import spool as spool_module
 from ingest.batch import Batch, Message, Quarantined
-from ingest.spool import Spool, SpoolFull
+from ingest.spool import Spool, SpoolDiskFull, SpoolFull
 
 NOW = datetime(2026, 11, 24, 3, 0, 0, 123456, tzinfo=UTC)
 
@@ -87,3 +90,105 @@ def test_oldest_age(tmp_path: Path) -> None:
     assert spool.oldest_age() == 0.0
     spool.append(batch(1))
     assert 0.0 <= spool.oldest_age() < 5.0
+
+
+def three(tmp_path: Path) -> tuple[Spool, Path]:
+    spool = Spool(tmp_path, 1 << 20)
+    spool.open()
+    for n in (1, 2, 3):
+        spool.append(batch(n))
+    spool.close()
+    return spool, next(tmp_path.glob("*.spool"))
+
+
+def test_a_corrupt_record_in_the_middle_is_set_aside_and_the_rest_read(tmp_path: Path) -> None:
+    _, segment = three(tmp_path)
+    data = bytearray(segment.read_bytes())
+    second = len(data) // 3 + 40  # inside the second record's body
+    data[second] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    again = Spool(tmp_path, 1 << 20)
+    again.open()  # not cut off: only a torn *tail* is
+    assert segment.stat().st_size == len(data)
+    records = list(again.records(segment))
+    assert [r.batch.readings[0][1] if r.batch else None for r in records] == [
+        "dev-1",
+        None,
+        "dev-3",
+    ]
+    bad = records[1]
+    assert "corrupt" in bad.problem
+    assert bad.raw == bytes(data[bad.offset : records[2].offset])
+    again.set_aside(segment, bad, bad.problem)
+    again.set_aside(segment, bad, bad.problem)  # a replay started over keeps one file
+    letters = again.dead.entries()
+    assert len(letters) == 1
+    assert (letters[0].kind, letters[0].raw, letters[0].batch()) == ("corrupt", bad.raw, None)
+    assert again.dead.size == letters[0].path.stat().st_size
+    limited = Spool(tmp_path, again.size + again.dead.size + 10)  # dead letters count too
+    limited.open()
+    with pytest.raises(SpoolFull, match="spool_max_bytes"):
+        limited.append(batch(4))
+
+
+def test_a_complete_last_record_with_a_bad_checksum_is_kept(tmp_path: Path) -> None:
+    _, segment = three(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[-5] ^= 0xFF  # a flipped bit, not a torn write: the length is all there
+    segment.write_bytes(bytes(data))
+    again = Spool(tmp_path, 1 << 20)
+    again.open()
+    records = list(again.records(segment))
+    assert segment.stat().st_size == len(data)
+    assert [r.batch is not None for r in records] == [True, True, False]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB filesystem (tmpfs) to fill up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def big(n: int) -> Batch:
+    b = batch(n)
+    b.messages[0].payload = bytes(range(256)) * 12  # ~4 KiB encoded: a few short writes
+    return b
+
+
+def test_a_full_disk_leaves_whole_records_only(tiny_disk: Path) -> None:
+    spool = Spool(tiny_disk / "spool", 1 << 30)  # the disk fills long before the limit
+    spool.open()
+    filler = tiny_disk / "filler"
+    filler.write_bytes(b"x" * 8192)
+    appended = 0
+    refused: SpoolDiskFull | None = None
+    for n in range(100):
+        try:
+            spool.append(big(n))
+        except SpoolDiskFull as exc:
+            refused = exc
+            break
+        appended += 1
+    assert appended > 2
+    assert "spool disk full (No space left on device)" in str(refused)
+    (segment,) = spool.segments()
+    assert segment.stat().st_size == spool.size  # rolled back to the last whole record
+    assert [b.readings[0][3] for b in spool.read(segment)] == [float(n) for n in range(appended)]
+    with pytest.raises(SpoolDiskFull):
+        spool.append(big(999))  # still full: still nothing torn
+    assert segment.stat().st_size == spool.size
+    filler.unlink()  # room again: appending goes on in the same spool
+    spool.append(big(appended))
+    assert spool.disk_error is None
+    again = Spool(tiny_disk / "spool", 1 << 30)
+    again.open()
+    got = [b.readings[0][3] for s in again.segments() for b in again.read(s)]
+    assert got == [float(n) for n in range(appended + 1)]

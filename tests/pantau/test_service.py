@@ -55,7 +55,7 @@ async def test_service_ready_then_broker_outage_is_reported(
     )
     async with running(settings) as url, httpx.AsyncClient(base_url=url) as http:
         report = await wait_ready(http)
-        assert report["checks"] == {"database": "ok", "broker": "ok"}
+        assert report["checks"] == {"database": "ok", "broker": "ok", "ingest": "ok"}
         metrics = (await http.get("/metrics")).text
         assert "pantau_mqtt_connected 1.0" in metrics
         assert "pantau_database_up 1.0" in metrics
