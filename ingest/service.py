@@ -122,7 +122,9 @@ class IngestService:
             # network thread is still connected to send them; then disconnect.
             pipeline.stop()
             try:
-                await asyncio.wait({writing}, timeout=drain)
+                # Without a shutdown (a thread failed: the supervisor restarts us) the writer
+                # must be done before a new one opens the same spool.
+                await asyncio.wait({writing}, timeout=drain if stop.is_set() else None)
             finally:
                 if not writing.done():
                     log.error(

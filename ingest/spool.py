@@ -189,7 +189,6 @@ class Spool:
         path = self.directory / f"{number:012d}.spool"
         fh = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.ftruncate(fh, 0)  # a file of this name a failed rotation left behind
             _fsync_dir(self.directory)  # the new file's name is durable too
         except OSError:
             os.close(fh)
