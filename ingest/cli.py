@@ -48,7 +48,7 @@ def quarantine_list(
 ) -> None:
     """List quarantined payloads, newest first, with a count per reason, and the hours in which
     a device sent more than was kept whole."""
-    from ingest.quarantine import counts, list_entries, summaries
+    from ingest.quarantine import counts, list_entries, summaries, summarised_total
 
     reasons = _check_reasons(reason)
     settings = cliapp.settings()
@@ -58,7 +58,7 @@ def quarantine_list(
         )
         per_reason = counts(conn)
         hours = summaries(conn, limit=limit)
-        only_counted = sum(h.summarised for h in summaries(conn, limit=1_000_000))
+        only_counted = summarised_total(conn)
     for e in entries:
         when = e.received_at.astimezone(WIB).strftime("%Y-%m-%d %H:%M:%S")
         payload = e.payload[:60].decode("utf-8", "replace").replace("\n", " ")

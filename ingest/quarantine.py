@@ -357,6 +357,12 @@ def list_entries(
     return [Entry(*row) for row in rows]
 
 
+def summarised_total(conn: psycopg.Connection) -> int:
+    """Payloads only counted (over the hourly cap) in the hours still kept."""
+    row = conn.execute("SELECT coalesce(sum(summarised), 0) FROM quarantine_hourly").fetchone()
+    return int(row[0]) if row else 0
+
+
 def summaries(conn: psycopg.Connection, *, limit: int = 50) -> list[Summary]:
     """Hours in which a source sent more than was kept whole (or lost rows to the size cap)."""
     rows = conn.execute(
