@@ -58,6 +58,9 @@ REASONS = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SENML_RELATIVE = 2**28  # SenML times below this are relative to now (RFC 8428 4.5.3)
 _SENML_VERSION = 10  # RFC 8428's; a pack with a higher bver must not be used
+_SENML_LABELS = frozenset(
+    ("bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut")
+)
 _UNIT_DIVISORS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _MISSING = object()
 
@@ -101,15 +104,17 @@ def compile_path(path: str) -> Callable[[Any], Any]:
     steps: tuple[Any, ...] = parse_path(path)  # str keys and int indexes, told apart by type
     if not steps:
         return _identity
-    if len(steps) == 1 and type(steps[0]) is str:
-        key = steps[0]
+    if all(type(step) is str for step in steps):
 
-        def get_key(doc: Any) -> Any:
-            if type(doc) is dict:
-                return doc.get(key, _MISSING)
-            return _MISSING
+        def get_keys(doc: Any) -> Any:
+            try:
+                for step in steps:
+                    doc = doc[step]
+            except (KeyError, TypeError):  # no such key, or not an object (a list, a string)
+                return _MISSING
+            return doc
 
-        return get_key
+        return get_keys
 
     def get(doc: Any) -> Any:
         for step in steps:
@@ -120,7 +125,7 @@ def compile_path(path: str) -> Callable[[Any], Any]:
                 if doc is _MISSING:
                     return doc
             else:
-                if type(doc) is not list:
+                if type(doc) is not list:  # an index reaches into arrays only, not strings
                     return _MISSING
                 try:
                     doc = doc[step]
@@ -206,6 +211,7 @@ class Decoder:
         self._rename = mapping.rename
         self._convert = {m: CONVERSIONS[c] for m, c in mapping.convert.items()}
         self._checked_devices: set[str] = set()
+        self._checked_metrics: set[str] = set()
         self._getters: dict[str, Callable[[Any], Any]] = {}
 
     def decode(self, payload: bytes, captured: dict[str, str], received_at: datetime) -> Decoded:
@@ -266,9 +272,12 @@ class Decoder:
             return
         if not renamed:
             metric = self._rename.get(metric, metric)
-        if not METRIC.fullmatch(metric):
-            out.problem(BAD_METRIC, f"metric {_short(metric)} is not a valid metric name")
-            return
+        if metric not in self._checked_metrics:
+            if not METRIC.fullmatch(metric):
+                out.problem(BAD_METRIC, f"metric {_short(metric)} is not a valid metric name")
+                return
+            if len(self._checked_metrics) < 100_000:
+                self._checked_metrics.add(metric)
         if device not in self._checked_devices:
             if not DEVICE_ID.fullmatch(device):
                 out.problem(BAD_DEVICE, f"device id {_short(device)} is not valid")
@@ -404,9 +413,10 @@ class SenmlDecoder(Decoder):
         for record in pack:
             if type(record) is not dict:
                 raise BadField(MALFORMED, f"SenML record {_short(record)} is not an object")
-            for key in record:
-                if key[-1:] == "_":  # RFC 8428 4.4: a field that must be understood
-                    _refuse(out, f"SenML field {_short(key)} is not one Pantau understands")
+            if not _SENML_LABELS.issuperset(record):
+                for key in record:
+                    if key[-1:] == "_":  # RFC 8428 4.4: a field that must be understood
+                        _refuse(out, f"SenML field {_short(key)} is not one Pantau understands")
             if "bver" in record:
                 found = record["bver"]
                 if type(found) is not int or found < 1:
@@ -472,11 +482,11 @@ class SenmlDecoder(Decoder):
                     continue
                 metric = rename.get(metric, metric)
                 if raw is not None:
-                    self._add(out, when, device_id, metric, raw, received_at, renamed=True)
+                    self._add(out, when, device_id, metric, raw, received_at, True)
                 if total is not None:
                     sum_metric = metric + "_sum"
                     metric = rename.get(sum_metric, sum_metric)
-                    self._add(out, when, device_id, metric, total, received_at, renamed=True)
+                    self._add(out, when, device_id, metric, total, received_at, True)
             except BadField as exc:  # this record only: the base fields carry on
                 out.problem(exc.reason, f"SenML record {_short(record)}: {exc.detail}")
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pantau.ids import METRIC
+from pantau.ids import DEVICE_ID, METRIC
 
 # name: (factor, offset) so that value_in_to = value_in_from * factor + offset
 CONVERSIONS: dict[str, tuple[float, float]] = {
@@ -142,6 +142,12 @@ class MappingSettings(BaseModel):
         stored += [(f"metrics.{k}", self.rename.get(k, k)) for k in self.metrics]
         if self.format == "number" and self.metric and not _TOPIC_VAR.fullmatch(self.metric):
             stored.append(("metric", self.rename.get(self.metric, self.metric)))
+        literal = not (self.device.startswith("$") or _TOPIC_VAR.fullmatch(self.device))
+        if literal and not DEVICE_ID.fullmatch(self.device):
+            raise ValueError(
+                f"device = {self.device!r} is not a device id; expected {{topic_var}}, a $.path, "
+                f"or up to 128 letters, digits and . _ : @ - starting with a letter or digit"
+            )
         for key, name in stored:
             if not METRIC.fullmatch(name):
                 raise ValueError(

@@ -90,5 +90,7 @@ def test_mappings_refuse_a_trailing_newline_in_names_and_topics() -> None:
         )
     with pytest.raises(ValidationError, match="is not a metric name"):
         MappingSettings(name="n", topic="n/{device}", format="number", metric="level\n")
+    with pytest.raises(ValidationError, match="is not a device id"):
+        MappingSettings(name="n", topic="n/{metric}", format="number", device="wl-1\n")
     with pytest.raises(ValidationError, match="expected a topic pattern"):
         MappingSettings(name="n", topic="n/{device}\n/{metric}", format="number")
