@@ -218,9 +218,9 @@ def show(device_id: Annotated[str, typer.Argument()]) -> None:
             conn, device_id
         )
 
-    device, readings = _run(work)
+    device, latest = _run(work)  # not `readings`: that is the history module
     _show(device)
-    for r in readings:
+    for r in latest:
         typer.echo(
             f"{'reading':>26}: {r.metric} = {r.value:g} "
             f"at {r.time.astimezone(WIB):%Y-%m-%d %H:%M:%S} WIB"
