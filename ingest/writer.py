@@ -84,6 +84,17 @@ DOWN_KINDS: dict[type[psycopg.Error], str] = {
     errors.TransactionRollback: "transient",  # deadlock, serialization failure
     errors.LockNotAvailable: "transient",
 }
+# A refused connection carries no SQLSTATE in psycopg: its kind is read from the server's message
+# (English messages; with another lc_messages it is "connection_lost", the text says the rest).
+_CONNECT_KINDS = (
+    ("too many connections", "too_many_connections"),
+    ("connection slots are reserved", "too_many_connections"),
+    ("the database system is", "cannot_connect_now"),  # starting up, in recovery, shutting down
+    ("not accepting connections", "cannot_connect_now"),
+    ("due to administrator command", "admin_shutdown"),
+    ("no space left on device", "disk_full"),
+    ("out of memory", "insufficient_resources"),
+)
 KINDS = (*sorted(set(DOWN_KINDS.values()) | {"connection_lost"}), "other")
 
 
@@ -97,7 +108,9 @@ def classify(exc: psycopg.Error) -> DatabaseDown | WriteFailed:
     if isinstance(exc, psycopg.InterfaceError | errors.ConnectionException) or (
         isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
     ):
-        return DatabaseDown(text, "connection_lost")  # refused, reset, closed, timed out
+        lower = text.lower()
+        kind = next((k for needle, k in _CONNECT_KINDS if needle in lower), "connection_lost")
+        return DatabaseDown(text, kind)  # refused, reset, closed, timed out
     return WriteFailed(f"{type(exc).__name__.rstrip('_')} ({exc.sqlstate}): {text}")
 
 
