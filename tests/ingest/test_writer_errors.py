@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -108,3 +114,52 @@ def test_another_refusal_is_write_failed_and_the_writer_goes_on(url: str) -> Non
         writer.write(one("poison"))
     assert writer.write(one("wl-3")).written == 1  # a fresh connection, no stuck transaction
     writer.close()
+
+
+def test_a_full_database_disk_is_down_until_there_is_room(url: str) -> None:
+    """Today's partition on a tablespace of its own, on a 1 MiB tmpfs: the database's disk
+    fills for real (`could not extend file`: DiskFull)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    writer = Writer(url)
+    writer.write(one())
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT tableoid::regclass::text FROM readings").fetchone()
+    assert row
+    partition = row[0]
+    base = Path(tempfile.mkdtemp(prefix="pantau-pgdisk-"))
+    base.chmod(0o755)  # the postgres user must reach it
+    disk = base / "disk"
+    disk.mkdir()
+    postgres = pwd.getpwnam("postgres")
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size=1m,uid={postgres.pw_uid},mode=0700", "tmpfs", disk],
+        check=True,
+    )
+
+    def fill() -> DatabaseDown:
+        now = datetime.now(UTC)
+        for k in range(20):
+            rows = [(now.replace(microsecond=i), f"wl-full-{k}", "m", 1.0) for i in range(10000)]
+            try:
+                writer.write(
+                    Batch(readings=rows, origins=[0] * len(rows), messages=[Message("t", b"", now)])
+                )
+            except DatabaseDown as exc:
+                return exc
+        raise AssertionError("the database's disk never filled")
+
+    try:
+        admin(url, f"CREATE TABLESPACE small LOCATION '{disk}'")
+        admin(url, f"ALTER TABLE {partition} SET TABLESPACE small")
+        full = fill()
+        assert full.kind == "disk_full", str(full)
+        assert "could not extend file" in str(full)
+        subprocess.run(["mount", "-o", "remount,size=64m", disk], check=True)  # room again
+        assert writer.write(one("wl-after")).written == 1
+        writer.close()
+    finally:
+        admin(url, f"ALTER TABLE {partition} SET TABLESPACE pg_default")
+        admin(url, "DROP TABLESPACE IF EXISTS small")
+        subprocess.run(["umount", "-l", disk], check=True)
+        shutil.rmtree(base, ignore_errors=True)
