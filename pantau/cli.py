@@ -256,7 +256,7 @@ def dev() -> None:
     """Run the embedded default: Pantau with its own PostgreSQL and Mosquitto under var/."""
     settings = cliapp.settings()
     from pantau import service
-    from pantau.dev import ADMIN_USER, DevStack, cli_command
+    from pantau.dev import ADMIN_USER, DevStack, activate_hint, cli_command
     from pantau.embedded import free_port, port_is_free
 
     stack = DevStack(settings.embedded)
@@ -295,6 +295,10 @@ def dev() -> None:
 
         def banner(started: service.Started) -> None:
             url = started.http_url
+            if not effective.http.port:  # any free port: the clients' config gets the real one
+                port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+                http = effective.http.model_copy(update={"port": port})
+                stack.write_client_config(effective.model_copy(update={"http": http}))
             pg = stack.postgres
             lines = [
                 "",
@@ -314,8 +318,7 @@ def dev() -> None:
                 "(PANTAU_EMBEDDED__SIMULATE_DEVICES=0 turns it off)",
                 f"  Logs         {stack.var_dir / 'log'} and {stack.mosquitto.log_file}",
                 f"  CLI          {cli_command(client_config)} devices list",
-                "               (or: source .venv/bin/activate; "
-                f"export PANTAU_CONFIG={client_config}; pantau devices list)",
+                f"               (or: {activate_hint(client_config)}; pantau devices list)",
                 "Press Ctrl-C to stop.",
                 "",
             ]

@@ -332,5 +332,12 @@ def cli_command(config: Path) -> str:
     return f"PANTAU_CONFIG={shlex.quote(str(config))} {program}"
 
 
+def activate_hint(config: Path) -> str:
+    """The same for a shell that is to run several commands: activate, export the config."""
+    activate = Path(sys.executable).parent / "activate"
+    where = shlex.quote(str(activate)) if activate.is_file() else ".venv/bin/activate"
+    return f"source {where}; export PANTAU_CONFIG={shlex.quote(str(config))}"
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

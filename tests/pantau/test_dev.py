@@ -176,6 +176,20 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
     )
     assert pasted.returncode == 0, f"{command}\n{pasted.stderr}"
     assert all(d.device_id in pasted.stdout for d in simulated), pasted.stdout
+    # The line under it: activate the virtualenv, export the config, then plain `pantau`.
+    hint = banner.splitlines()[banner.splitlines().index(line) + 1].strip()
+    assert hint.startswith("(or: ")
+    activated = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", hint.removeprefix("(or: ").removesuffix(")")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=var_dir.parent,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(var_dir.parent)},
+    )
+    assert activated.returncode == 0, f"{hint}\n{activated.stderr}"
+    assert all(d.device_id in activated.stdout for d in simulated)
 
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
