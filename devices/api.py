@@ -205,11 +205,13 @@ async def import_devices(request: Request, who: Technician) -> dict[str, int]:
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     max_rows = request.app.state.settings.devices.import_max_rows
     async with contextlib.AsyncExitStack() as stack:
-        if kind == "text/csv":
-            source = exchange.csv_source(request.stream())
-        elif kind == exchange.XLSX_TYPE:
+        if kind in ("text/csv", exchange.XLSX_TYPE):
             file = stack.enter_context(await exchange.spooled(request.stream()))
-            source = exchange.xlsx_source(file)
+            source = (
+                exchange.csv_source(file, max_rows)
+                if kind == "text/csv"
+                else exchange.xlsx_source(file)
+            )
         elif kind in ("application/geo+json", "application/json"):
             source = exchange.geojson_source(await request.body())
         else:

@@ -403,7 +403,7 @@ def import_(
             async with conn.transaction():
                 imported = await exchange.import_devices(
                     conn,
-                    exchange.file_source(file, kind),
+                    exchange.file_source(file, kind, settings.devices.import_max_rows),
                     cliapp.actor(),
                     settings.devices.import_max_rows,
                 )

@@ -14,7 +14,7 @@ import contextlib
 import datetime as dt
 import re
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -83,18 +83,38 @@ class Imported:
 # Sources: batches of records from a request body or a file
 
 
-async def csv_source(chunks: AsyncIterable[bytes]) -> Source:
+async def csv_source(file: IO[bytes], max_rows: int) -> Source:
+    """The records of a CSV file, read twice: once only counting them (the csv module's speed,
+    so that a file past the row limit is refused at once), then to be checked."""
+    await asyncio.to_thread(_count_csv, file, max_rows)
+    file.seek(0)
     reader = CsvReader()
     pending: list[Record] = []
-    async for chunk in chunks:
-        if chunk:
-            pending.extend(await asyncio.to_thread(reader.feed, chunk))
+    while chunk := await asyncio.to_thread(file.read, _READ_CHUNK):
+        pending.extend(await asyncio.to_thread(reader.feed, chunk))
         if len(pending) >= BATCH_ROWS:
             yield pending
             pending = []
     pending.extend(reader.feed(b"", final=True))
     if pending:
         yield pending
+
+
+def _count_csv(file: IO[bytes], max_rows: int) -> None:
+    reader, rows = CsvReader(), 0
+    while chunk := file.read(_READ_CHUNK):
+        rows += len(reader.feed(chunk))
+        if rows > max_rows:
+            raise too_large(max_rows)
+    if rows + len(reader.feed(b"", final=True)) > max_rows:
+        raise too_large(max_rows)
+
+
+def too_large(max_rows: int) -> TooLarge:
+    return TooLarge(
+        f"the file has more than {max_rows:,} device rows, the most one import takes "
+        f"(devices.import_max_rows = {max_rows}): split it into files of at most that many rows"
+    )
 
 
 async def xlsx_source(file: IO[bytes]) -> Source:
@@ -115,7 +135,9 @@ async def geojson_source(data: bytes) -> Source:
 
 
 async def spooled(chunks: AsyncIterable[bytes]) -> IO[bytes]:
-    """A request body in a temporary file (XLSX is a zip archive, read from its end)."""
+    """A request body in a temporary file, received before the import takes a database
+    connection (the body limit applies as it arrives); XLSX, a zip archive, is read from its
+    end."""
     file = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115 - returned
     async for chunk in chunks:
         file.write(chunk)
@@ -129,7 +151,7 @@ def kind_of(path: Path) -> Kind | None:
     )
 
 
-async def file_source(path: Path, kind: Kind) -> Source:
+async def file_source(path: Path, kind: Kind, max_rows: int) -> Source:
     with path.open("rb") as file:
         if kind == "xlsx":
             async for batch in xlsx_source(file):
@@ -138,12 +160,7 @@ async def file_source(path: Path, kind: Kind) -> Source:
             async for batch in geojson_source(file.read()):
                 yield batch
         else:
-
-            async def chunks() -> AsyncIterator[bytes]:
-                while chunk := await asyncio.to_thread(file.read, _READ_CHUNK):
-                    yield chunk
-
-            async for batch in csv_source(chunks()):
+            async for batch in csv_source(file, max_rows):
                 yield batch
 
 
@@ -306,11 +323,7 @@ async def _stage_all(
     async for batch in source:
         rows += len(batch)
         if rows > max_rows:
-            raise TooLarge(
-                f"the file has more than {max_rows:,} device rows, the most one import takes "
-                f"(devices.import_max_rows = {max_rows}): split it into files of at most that "
-                "many rows"
-            )
+            raise too_large(max_rows)
         ids = [str(r.values.get("device_id", "")) for r in batch]
         existing = await registry.registered(conn, ids)
         checked, copied = await asyncio.gather(
