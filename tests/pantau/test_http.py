@@ -5,6 +5,7 @@ import socket
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel
 
 from pantau.errors import ConfigError
 from pantau.health import Readiness
@@ -104,6 +105,9 @@ def test_taken_port_is_a_clear_error() -> None:
             bind(HttpSettings(host="127.0.0.1", port=port))
 
 
+JSON = {"content-type": "application/json"}
+
+
 def echo_app(max_body_bytes: int) -> httpx.AsyncClient:
     """An app with one route that reads its whole body, behind the body limit."""
     from fastapi import APIRouter, Request
@@ -113,6 +117,13 @@ def echo_app(max_body_bytes: int) -> httpx.AsyncClient:
     @router.post("/echo")
     async def echo(request: Request) -> dict[str, int]:
         return {"bytes": len(await request.body())}
+
+    class Doc(BaseModel):
+        text: str
+
+    @router.post("/doc")
+    async def doc(body: Doc) -> dict[str, int]:  # FastAPI reads and parses the body itself
+        return {"chars": len(body.text)}
 
     app = build_app(CollectorRegistry(), Readiness(), [router], max_body_bytes=max_body_bytes)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pantau")
@@ -143,6 +154,19 @@ async def test_body_limit_from_content_length_and_while_streaming() -> None:
         assert "over the limit of 10000 bytes (http.max_body_bytes)" in streamed.json()["detail"]
         # Reading stopped at the chunk that passed the limit, not at the end of the body.
         assert sent <= 12_000
-        # A JSON body parsed by FastAPI itself is refused the same way.
-        refused = await http.post("/api/v1/none", json={"x": "y" * 20_000})
+        # A body FastAPI parses itself is refused the same way, from Content-Length or chunked
+        # (not turned into FastAPI's 400 "error parsing the body").
+        refused = await http.post("/doc", json={"text": "y" * 20_000})
         assert refused.status_code == 413
+
+        async def json_chunks(n: int):  # type: ignore[no-untyped-def]
+            yield b'{"text": "'
+            for _ in range(n):
+                yield b"y" * 1000
+            yield b'"}'
+
+        ok = await http.post("/doc", content=json_chunks(5), headers=JSON)
+        assert ok.json() == {"chars": 5_000}
+        refused = await http.post("/doc", content=json_chunks(50), headers=JSON)
+        assert refused.status_code == 413
+        assert "(http.max_body_bytes)" in refused.json()["detail"]
