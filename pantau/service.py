@@ -147,6 +147,7 @@ def database_worker(
     async def run(stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
+            was_up = state.up
             try:
                 if not state.schema_ready():
                     await _prepare_schema(settings, state)
@@ -160,9 +161,9 @@ def database_worker(
             except (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 _down(state, _reason(exc))
             else:
-                if not state.up:
-                    log.info("database %s reachable", settings.database.redacted_url())
                 state.mark_up()
+                if not was_up:
+                    log.info("database %s reachable again", settings.database.redacted_url())
             up.set(1 if state.up else 0)
             schema.set(1 if state.schema_ready() else 0)
             failures = 0 if state.usable else failures + 1
