@@ -61,7 +61,8 @@ Kind = Literal["csv", "xlsx", "geojson"]
 Source = AsyncGenerator[list[Record], None]
 # The problems an import reports in full; past these it says how many more there are.
 MAX_PROBLEMS = 1_000
-_READ_CHUNK = 1024 * 1024
+_READ_CHUNK = 1024 * 1024  # counting
+_CHECK_CHUNK = 64 * 1024  # reading to check: a few hundred rows, batches stay near BATCH_ROWS
 
 
 class TooLarge(registry.RegistryError):
@@ -90,14 +91,15 @@ async def csv_source(file: IO[bytes], max_rows: int) -> Source:
     file.seek(0)
     reader = CsvReader()
     pending: list[Record] = []
-    while chunk := await asyncio.to_thread(file.read, _READ_CHUNK):
+    while chunk := await asyncio.to_thread(file.read, _CHECK_CHUNK):
         pending.extend(await asyncio.to_thread(reader.feed, chunk))
-        if len(pending) >= BATCH_ROWS:
-            yield pending
-            pending = []
+        while len(pending) >= BATCH_ROWS:
+            yield pending[:BATCH_ROWS]
+            del pending[:BATCH_ROWS]
     pending.extend(reader.feed(b"", final=True))
-    if pending:
-        yield pending
+    while pending:
+        yield pending[:BATCH_ROWS]
+        del pending[:BATCH_ROWS]
 
 
 def _count_csv(file: IO[bytes], max_rows: int) -> None:
