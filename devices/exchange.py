@@ -39,7 +39,7 @@ from devices.files import (
     to_geojson,
     to_xlsx,
 )
-from devices.models import Device, DeviceIn, DevicePatch, Problem
+from devices.models import FIELDS, Device, DeviceIn, DevicePatch, Problem
 
 __all__ = [
     "XLSX_TYPE",
@@ -169,22 +169,8 @@ async def file_source(path: Path, kind: Kind, max_rows: int) -> Source:
 # ---------------------------------------------------------------------------------------------
 # Import
 
-_STAGED = (
-    "name",
-    "device_type",
-    "kecamatan",
-    "pillar",
-    "latitude",
-    "longitude",
-    "address_note",
-    "install_date",
-    "installed_by",
-    "status",
-    "expected_interval_seconds",
-    "payload_format",
-    "topic",
-    "metadata",
-)
+# Every column a file can set, after the id (the export columns) plus metadata.
+_STAGED = (*FIELDS[1:], "metadata")
 _STAGING = """
 CREATE TEMP TABLE device_import (
     row                       integer NOT NULL,

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pantau.embedded import MosquittoBroker, PostgresCluster
 from tests.fixtures.mqtt import Publisher
-from tests.fixtures.pantau_proc import PantauProcess
+from tests.fixtures.pantau_proc import PantauProcess, ingest_env, wait_for
 
 MESSAGES = 2_000
 PER_MESSAGE = 10
@@ -36,18 +36,16 @@ READINGS = MESSAGES * PER_MESSAGE
 
 
 def fault_env(cluster: PostgresCluster, broker: MosquittoBroker, spool: Path) -> dict[str, str]:
-    return {
-        "PANTAU_DATABASE__URL": cluster.dsn(),
-        "PANTAU_MQTT__HOST": "127.0.0.1",
-        "PANTAU_MQTT__PORT": str(broker.port),
-        "PANTAU_MQTT__CLIENT_ID": f"pantau-fault-{uuid.uuid4().hex[:6]}",
-        "PANTAU_INGEST__SPOOL_DIR": str(spool),
-        "PANTAU_INGEST__DATABASE_RETRY_SECONDS": "0.5",
-        "PANTAU_INGEST__DATABASE_RETRY_MAX_SECONDS": "1",
-        "PANTAU_INGEST__BATCH_SIZE": "2000",
-        "PANTAU_MQTT__RECONNECT_MAX_SECONDS": "1",
-        "PANTAU_DATABASE__CONNECT_TIMEOUT_SECONDS": "2",
-    }
+    return ingest_env(
+        cluster,
+        broker,
+        spool,
+        "fault",
+        PANTAU_INGEST__DATABASE_RETRY_SECONDS="0.5",
+        PANTAU_INGEST__DATABASE_RETRY_MAX_SECONDS="1",
+        PANTAU_INGEST__BATCH_SIZE="2000",
+        PANTAU_MQTT__RECONNECT_MAX_SECONDS="1",
+    )
 
 
 @pytest.fixture
@@ -234,13 +232,6 @@ def readiness(pantau: PantauProcess) -> dict[str, str]:
     return checks
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.2)
-
-
 def ingest_restarts(pantau: PantauProcess) -> float:
     return sample(pantau, "pantau_worker_restarts_total", worker="ingest")
 
@@ -277,7 +268,7 @@ def test_spool_disk_full_with_database_down(
         cluster.stop("fast")
         stream = Stream(broker.port, rate=2000).start()
         stream.finish()  # the broker has all of them
-        wait_until(lambda: pantau.metric("pantau_ingest_spool_disk_full") == 1, "disk full")
+        wait_for("disk full", lambda: pantau.metric("pantau_ingest_spool_disk_full") == 1)
         assert pantau.metric("pantau_ingest_spool_full") == 1
         assert readiness(pantau)["ingest"].startswith("spool disk full (No space left on device)")
         acked = pantau.metric("pantau_mqtt_messages_acknowledged_total")
@@ -285,9 +276,9 @@ def test_spool_disk_full_with_database_down(
         assert ingest_restarts(pantau) == 0  # holding, not crash-looping
         cluster.start()
         assert_exactly_once(cluster)
-        wait_until(lambda: pantau.metric("pantau_ingest_spool_disk_full") == 0, "spool writable")
-        wait_until(
-            lambda: pantau.metric("pantau_mqtt_messages_acknowledged_total") >= MESSAGES, "acks"
+        wait_for("spool writable", lambda: pantau.metric("pantau_ingest_spool_disk_full") == 0)
+        wait_for(
+            "acks", lambda: pantau.metric("pantau_mqtt_messages_acknowledged_total") >= MESSAGES
         )
         assert ingest_restarts(pantau) == 0
     finally:
@@ -312,18 +303,18 @@ def test_database_read_only_mid_stream(
     stream.at(0.2)
     _read_only(cluster, True)  # what a demoted primary does
     try:
-        wait_until(
-            lambda: sample(pantau, "pantau_ingest_database_errors_total", kind="read_only") >= 1,
+        wait_for(
             "a read-only refusal",
+            lambda: sample(pantau, "pantau_ingest_database_errors_total", kind="read_only") >= 1,
         )
-        wait_until(lambda: pantau.metric("pantau_ingest_spool_bytes") > 0, "spooling")
+        wait_for("spooling", lambda: pantau.metric("pantau_ingest_spool_bytes") > 0)
         assert "read only" in readiness(pantau)["ingest"]
         stream.at(0.6)
     finally:
         _read_only(cluster, False)
     stream.finish()
     assert_exactly_once(cluster)
-    wait_until(lambda: pantau.metric("pantau_ingest_spool_bytes") == 0, "the spool replayed")
+    wait_for("the spool replayed", lambda: pantau.metric("pantau_ingest_spool_bytes") == 0)
     assert ingest_restarts(pantau) == 0
 
 
@@ -355,7 +346,7 @@ def test_shutdown_ends_while_the_database_hangs(
             os.kill(pid, signal.SIGSTOP)  # a database that hangs: writes never answer
         try:
             # The writer is stuck in a write: what arrives piles up unwritten.
-            wait_until(lambda: pantau.metric("pantau_ingest_pending_messages") >= 200, "a pile")
+            wait_for("a pile", lambda: pantau.metric("pantau_ingest_pending_messages") >= 200)
             assert pantau.proc is not None
             started = time.monotonic()
             pantau.proc.send_signal(signal.SIGTERM)
@@ -394,16 +385,16 @@ def test_registered_devices_after_a_restart_with_the_database_down(
         messages = numbered_messages()
         publisher = Publisher(broker.port)
         publisher.wait(publisher.publish(messages[:200]))
-        wait_until(lambda: pantau.metric("pantau_ingest_readings_written_total") >= 2000, "rows")
+        wait_for("rows", lambda: pantau.metric("pantau_ingest_readings_written_total") >= 2000)
         pantau.stop()
         pantau.start()  # a new process: its registry cache is cold
         pantau.wait_ready()
         cluster.stop("fast")
         stranger = ("bekasi-json/setu/stranger-1", orjson.dumps({"readings": {"r0": 1}}))
         publisher.wait(publisher.publish([*messages[200:], stranger]))
-        wait_until(
-            lambda: pantau.metric("pantau_mqtt_messages_acknowledged_total") >= MESSAGES - 200 + 1,
+        wait_for(
             "everything spooled",
+            lambda: pantau.metric("pantau_mqtt_messages_acknowledged_total") >= MESSAGES - 200 + 1,
         )
         publisher.close()
         cluster.start()

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from ingest.spool import Spool
 from ingest.writer import Writer
 from pantau.mappings import default_mappings
 from pantau.settings import IngestSettings
+from tests.fixtures.pantau_proc import wait_for
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
 
@@ -91,13 +91,6 @@ def running_pipeline() -> Iterator[Callable[[Pipeline], None]]:
         thread.join(10)
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def count(url: str, sql: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(sql).fetchone()
@@ -142,7 +135,7 @@ def test_poison_batches_and_corrupt_bytes_are_set_aside_and_the_replay_goes_on(
 
     pipeline, metrics = pipeline_for(migrated_db, spool_dir)
     running_pipeline(pipeline)
-    wait_for(lambda: not list(spool_dir.glob("*.spool")), "the segment replayed and deleted")
+    wait_for("the segment replayed and deleted", lambda: not list(spool_dir.glob("*.spool")))
     assert metrics("pantau_ingest_spool_bytes") == 0
     assert count(migrated_db, "SELECT count(*) FROM readings") == 9
     assert count(migrated_db, "SELECT count(DISTINCT device_id) FROM readings") == 3
@@ -191,8 +184,8 @@ def test_a_batch_refused_live_is_spooled_acknowledged_and_set_aside(
         pipeline.on_message(
             Message(f"bekasi/setu/{device}/level", b"1.5", datetime.now(UTC), n + 1, 1)
         )
-        wait_for(lambda n=n: len(acked) > n, f"message {n + 1} acknowledged")
-    wait_for(lambda: len(list((tmp_path / "spool" / "dead").glob("*.json"))) == 1, "dead letter")
+        wait_for(f"message {n + 1} acknowledged", lambda n=n: len(acked) > n)
+    wait_for("dead letter", lambda: len(list((tmp_path / "spool" / "dead").glob("*.json"))) == 1)
     assert sorted(acked) == [1, 2, 3]
     assert count(migrated_db, "SELECT count(*) FROM readings") == 2
     assert metrics("pantau_ingest_database_errors_total", kind="other") >= 1

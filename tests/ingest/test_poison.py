@@ -7,7 +7,6 @@ Every valid reading is stored exactly once and the worker never restarts.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from pantau.embedded import MosquittoBroker, PostgresCluster
 from tests.fixtures.mqtt import Publisher
-from tests.fixtures.pantau_proc import PantauProcess
+from tests.fixtures.pantau_proc import PantauProcess, ingest_env, wait_for
 
 VALID = 60
 NUL_PAYLOAD = b'{"readings":{"pm25":41,"t\\u0000":"x"}}'
@@ -33,16 +32,14 @@ def stack(
 ) -> Iterator[tuple[PantauProcess, PostgresCluster, MosquittoBroker]]:
     broker = mosquitto_factory()
     pantau = PantauProcess(
-        {
-            "PANTAU_DATABASE__URL": private_postgres.dsn(),
-            "PANTAU_MQTT__HOST": "127.0.0.1",
-            "PANTAU_MQTT__PORT": str(broker.port),
-            "PANTAU_MQTT__CLIENT_ID": f"pantau-poison-{uuid.uuid4().hex[:6]}",
-            "PANTAU_INGEST__SPOOL_DIR": str(tmp_path / "spool"),
-            "PANTAU_INGEST__DATABASE_RETRY_SECONDS": "0.5",
-            "PANTAU_INGEST__BATCH_MAX_WAIT_SECONDS": "0.05",  # several batches, not one
-            "PANTAU_DATABASE__CONNECT_TIMEOUT_SECONDS": "2",
-        },
+        ingest_env(
+            private_postgres,
+            broker,
+            tmp_path / "spool",
+            "poison",
+            PANTAU_INGEST__DATABASE_RETRY_SECONDS="0.5",
+            PANTAU_INGEST__BATCH_MAX_WAIT_SECONDS="0.05",  # several batches, not one
+        ),
         tmp_path,
     )
     pantau.start()
@@ -70,20 +67,6 @@ def publish_with_poison(port: int) -> None:
             publisher.wait(publisher.publish([(topic, payload)]))
     finally:
         publisher.close()
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    seen: object = None
-    while time.monotonic() < deadline:
-        try:
-            seen = check()
-        except (psycopg.OperationalError, AssertionError) as exc:
-            seen = exc
-        if seen is True:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout}s (last seen: {seen!r})")
 
 
 def stored(cluster: PostgresCluster) -> tuple[int, int, float, float] | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from pantau.embedded import MESSAGE_SIZE_LIMIT, MosquittoBroker, PostgresCluster
 from tests.fixtures.mqtt import Publisher
-from tests.fixtures.pantau_proc import PantauProcess
+from tests.fixtures.pantau_proc import PantauProcess, ingest_env, wait_for
 from tests.fixtures.servers import run_pantau
 
 FLOOD = 10_000
@@ -33,14 +32,12 @@ def stack(
 ) -> Iterator[tuple[PantauProcess, PostgresCluster, MosquittoBroker]]:
     broker = mosquitto_factory()
     pantau = PantauProcess(
-        {
-            "PANTAU_DATABASE__URL": private_postgres.dsn(),
-            "PANTAU_MQTT__HOST": "127.0.0.1",
-            "PANTAU_MQTT__PORT": str(broker.port),
-            "PANTAU_MQTT__CLIENT_ID": f"pantau-flood-{uuid.uuid4().hex[:6]}",
-            "PANTAU_INGEST__SPOOL_DIR": str(tmp_path / "spool"),
-            "PANTAU_DATABASE__CONNECT_TIMEOUT_SECONDS": "2",
-        },
+        ingest_env(
+            private_postgres,
+            broker,
+            tmp_path / "spool",
+            "flood",
+        ),
         tmp_path,
     )
     pantau.start()
@@ -49,17 +46,6 @@ def stack(
         yield pantau, private_postgres, broker
     finally:
         pantau.stop()
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    seen: object = None
-    while time.monotonic() < deadline:
-        seen = check()
-        if seen is True:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout}s (last seen: {seen!r})")
 
 
 class Steady:

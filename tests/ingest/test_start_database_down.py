@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 
 from pantau.embedded import MosquittoBroker, PostgresCluster
-from tests.fixtures.pantau_proc import PantauProcess
+from tests.fixtures.pantau_proc import PantauProcess, ingest_env
 from tests.ingest.test_faults import MESSAGES, Stream, assert_exactly_once
 
 
@@ -49,16 +48,14 @@ def test_start_with_the_database_down_then_store_everything_exactly_once(
     cluster.stop("fast")  # down before Pantau starts: its database was never migrated either
     broker = mosquitto_factory()
     pantau = PantauProcess(
-        {
-            "PANTAU_DATABASE__URL": cluster.dsn(),
-            "PANTAU_MQTT__HOST": "127.0.0.1",
-            "PANTAU_MQTT__PORT": str(broker.port),
-            "PANTAU_MQTT__CLIENT_ID": f"pantau-cold-{uuid.uuid4().hex[:6]}",
-            "PANTAU_INGEST__SPOOL_DIR": str(tmp_path / "spool"),
-            "PANTAU_INGEST__DATABASE_RETRY_SECONDS": "0.5",
-            "PANTAU_INGEST__BATCH_SIZE": "2000",
-            "PANTAU_DATABASE__CONNECT_TIMEOUT_SECONDS": "2",
-        },
+        ingest_env(
+            cluster,
+            broker,
+            tmp_path / "spool",
+            "cold",
+            PANTAU_INGEST__DATABASE_RETRY_SECONDS="0.5",
+            PANTAU_INGEST__BATCH_SIZE="2000",
+        ),
         tmp_path,
     )
     pantau.start()
