@@ -265,8 +265,11 @@ def test_size_cap_drops_the_oldest(db: str) -> None:
     assert dropped == {"no_mapping": 20}
 
 
-def test_payload_over_the_limit_keeps_its_head_size_and_hash(db: str) -> None:
-    big = b'{"readings":{"pm25":1},"pad":"' + b"x" * 300_000 + b'"}'
+# 300 kB passes the embedded broker's message_size_limit; 20 MB (a camera's JPEGs on a sensor
+# topic) is what a broker without such a limit hands over.
+@pytest.mark.parametrize("pad", [300_000, 20_000_000], ids=["300kB", "20MB"])
+def test_payload_over_the_limit_keeps_its_head_size_and_hash(db: str, pad: int) -> None:
+    big = b'{"readings":{"pm25":1},"pad":"' + b"x" * pad + b'"}'
     write(
         db,
         Message("bekasi-json/setu/aq-1", big, NOW),
