@@ -1,7 +1,8 @@
 """Quarantine: payloads that could not be decoded or mapped, kept whole with their reason.
 
-`store` is the writer's side: one row per message (a digest of topic and payload; a redelivery
-counts a repeat), at most `max_per_source_hour` payloads kept whole per device (or topic) and
+`store` is the writer's side: one row per message (a digest of topic and payload; identical
+bytes again count a repeat, with its receive time, so a replay writes receive-time readings of
+each), at most `max_per_source_hour` payloads kept whole per device (or topic) and
 hour, the rest counted in that hour's summary row, and every text made storable (a row the
 database still refuses is kept as raw bytes with the reason `unstorable`). `trim` keeps the
 whole quarantine under `max_bytes`, dropping the oldest first.
@@ -32,22 +33,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Receive times of repeats kept per row: a replay writes the message once for each of them.
+REPEAT_TIMES_KEPT = 1000
+
 # What a refused row may raise: the database's refusal, or psycopg's own when it cannot encode.
 REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError, ValueError)
 
 _INSERT = """
 INSERT INTO quarantine (received_at, topic, payload, reason, detail, mapping, digest, source,
-                        payload_size, payload_sha256, repeats)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                        payload_size, payload_sha256, repeats, repeated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (digest) DO UPDATE
     SET repeats = quarantine.repeats + 1 + EXCLUDED.repeats,
-        last_received_at = EXCLUDED.received_at
+        last_received_at = EXCLUDED.received_at,
+        repeated_at = pantau_repeat_times(
+            quarantine.received_at, quarantine.repeated_at,
+            EXCLUDED.received_at || EXCLUDED.repeated_at)
 """
+# One row per (digest, receive time) in; the times are added to the row's repeats.
 _REPEATED = """
 UPDATE quarantine q
 SET repeats = q.repeats + u.n,
-    last_received_at = GREATEST(q.last_received_at, u.received_at)
-FROM unnest(%s::bytea[], %s::int[], %s::timestamptz[]) AS u (digest, n, received_at)
+    last_received_at = GREATEST(q.last_received_at, u.last),
+    repeated_at = pantau_repeat_times(q.received_at, q.repeated_at, u.times)
+FROM (
+    SELECT digest, count(*) AS n, max(received_at) AS last, array_agg(received_at) AS times
+    FROM unnest(%s::bytea[], %s::timestamptz[]) AS x (digest, received_at)
+    GROUP BY digest
+) AS u
 WHERE q.digest = u.digest
 """
 # Takes the hour's row lock, so concurrent writers share one budget.
@@ -65,7 +78,12 @@ WHERE source = %s AND hour = %s
 # Newest first, keep rows while their running total fits; the rest (the oldest) go.
 _TRIM = """
 WITH ranked AS (
-    SELECT id, sum(octet_length(payload)) OVER (ORDER BY id DESC) AS newer FROM quarantine
+    -- A row's bytes: its payload, and the text beside it (a topic may be 64 KiB long).
+    SELECT id, sum(
+        octet_length(payload) + octet_length(topic) + octet_length(detail)
+        + 8 * cardinality(repeated_at)
+    ) OVER (ORDER BY id DESC) AS newer
+    FROM quarantine
 ), gone AS (
     DELETE FROM quarantine q USING ranked r
     WHERE q.id = r.id AND r.newer > %(max)s
@@ -106,7 +124,7 @@ class Stored:
     summarised: dict[str, int] = field(default_factory=dict)  # reason -> only counted
     unstorable: int = 0
     lost: int = 0  # refused even as bare bytes (logged); counted as unstorable too
-    bytes: int = 0  # payload bytes added
+    bytes: int = 0  # bytes added: payloads and the text beside them (what the size cap counts)
 
 
 def digest(topic: str, payload_sha256: bytes) -> bytes:
@@ -132,14 +150,8 @@ def store(conn: psycopg.Connection, entries: Sequence[Quarantined], policy: Poli
         cur.execute("SELECT digest FROM quarantine WHERE digest = ANY(%s)", (list(unique),))
         existing = [bytes(row[0]) for row in cur.fetchall()]
         if existing:
-            cur.execute(
-                _REPEATED,
-                (
-                    existing,
-                    [len(unique[d]) for d in existing],
-                    [max(q.received_at for q in unique[d]) for d in existing],
-                ),
-            )
+            pairs = [(d, q.received_at) for d in existing for q in unique[d]]
+            cur.execute(_REPEATED, ([d for d, _ in pairs], [t for _, t in pairs]))
             out.repeats += sum(len(unique[d]) for d in existing)
         groups: dict[tuple[str, datetime], list[tuple[bytes, list[Quarantined]]]] = {}
         for d, same in unique.items():
@@ -191,6 +203,7 @@ def _row(d: bytes, same: list[Quarantined], source: str) -> tuple[object, ...]:
         q.whole_size,
         q.payload_sha256(),
         len(same) - 1,
+        [other.received_at for other in same[1 : REPEAT_TIMES_KEPT + 1]],
     )
 
 
@@ -232,7 +245,9 @@ def _insert(
                 q.reason = UNSTORABLE
             out.unstorable += 1
     out.kept += len(items)
-    out.bytes += sum(len(same[0].payload) for _, same in items)
+    out.bytes += sum(
+        len(q.payload) + len(q.topic) + len(q.detail) for q in (s[0] for _, s in items)
+    )
 
 
 def _ascii(text: str) -> str:
@@ -242,7 +257,9 @@ def _ascii(text: str) -> str:
 def _unstorable(row: tuple[object, ...], exc: Exception) -> list[tuple[object, ...]]:
     """The same message with only ASCII text around its raw payload bytes: first with what
     was known about it, then with nothing but its topic in hex."""
-    received_at, topic, payload, reason, detail, _mapping, d, source, size, sha, repeats = row
+    received_at, topic, payload, reason, detail, _mapping, d, source, size, sha, repeats, times = (
+        row
+    )
     why = _ascii(f"{type(exc).__name__}: {' '.join(str(exc).split())}")[:300]
     told = (
         received_at,
@@ -257,6 +274,7 @@ def _unstorable(row: tuple[object, ...], exc: Exception) -> list[tuple[object, .
         size,
         sha,
         repeats,
+        times,
     )
     bare = (
         received_at,
@@ -270,6 +288,7 @@ def _unstorable(row: tuple[object, ...], exc: Exception) -> list[tuple[object, .
         size,
         sha,
         repeats,
+        times,
     )
     return [told, bare]
 
@@ -409,7 +428,7 @@ def replay(
     while True:
         rows = conn.execute(
             """
-            SELECT id, topic, payload, received_at FROM quarantine
+            SELECT id, topic, payload, received_at, repeated_at FROM quarantine
             WHERE resolved_at IS NULL AND id > %(after)s AND octet_length(payload) = payload_size
               AND (cardinality(%(reasons)s::text[]) = 0 OR reason = ANY(%(reasons)s::text[]))
             ORDER BY id LIMIT %(chunk)s
@@ -423,11 +442,15 @@ def replay(
         batch = Batch()
         resolved: list[int] = []
         still: list[tuple[str, str, int]] = []
-        for entry_id, topic, payload, received_at in rows:
+        for entry_id, topic, payload, received_at, repeated_at in rows:
+            # Once per time it came: identical bytes whose readings take the receive time are
+            # several readings; those with their own time are written once (idempotently).
             before = len(batch.quarantine)
-            processor.add(batch, Message(topic, bytes(payload), received_at))
+            for when in (received_at, *repeated_at):
+                processor.add(batch, Message(topic, bytes(payload), when))
             if len(batch.quarantine) > before:
-                problem = batch.quarantine.pop()
+                problem = batch.quarantine[before]
+                del batch.quarantine[before:]
                 still.append((problem.reason, visible(problem.detail), entry_id))
                 report.still[problem.reason] = report.still.get(problem.reason, 0) + 1
             else:

@@ -170,7 +170,8 @@ class IngestSettings(_Section):
     quarantine_max_bytes: int = Field(
         1 << 30,
         ge=1 << 20,
-        description="total payload bytes in quarantine; past it the oldest are deleted",
+        description="bytes in quarantine (payloads with their topic and detail); "
+        "past it the oldest are deleted",
     )
     database_retry_seconds: float = Field(
         2.0, gt=0, description="how often a down database is tried again"

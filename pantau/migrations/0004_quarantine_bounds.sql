@@ -3,12 +3,15 @@
 -- replayed message finds its row and counts a repeat instead of inserting another. A payload
 -- over ingest.max_payload_bytes keeps only its first 4 KiB; `payload_size` and `payload_sha256`
 -- describe the whole. `source` is the device the topic names, or the topic itself.
+-- `repeated_at` keeps the receive time of each repeat (the first 1,000): identical bytes are
+-- several readings when their time is the receive time, and a replay writes each of them.
 ALTER TABLE quarantine
     ADD COLUMN digest           bytea,
     ADD COLUMN source           text    NOT NULL DEFAULT '',
     ADD COLUMN payload_size     bigint,
     ADD COLUMN payload_sha256   bytea,
     ADD COLUMN repeats          integer NOT NULL DEFAULT 0,
+    ADD COLUMN repeated_at      timestamptz[] NOT NULL DEFAULT '{}',
     ADD COLUMN last_received_at timestamptz;
 
 UPDATE quarantine SET
@@ -17,16 +20,28 @@ UPDATE quarantine SET
     payload_sha256 = sha256(payload),
     digest = sha256(convert_to(topic, 'UTF8') || '\x00'::bytea || sha256(payload));
 
+-- The receive times of a row's repeats: the distinct ones, its own first time left out, in
+-- order, at most 1,000 (a spooled batch replayed twice brings the same times again).
+CREATE FUNCTION pantau_repeat_times(first timestamptz, kept timestamptz[], more timestamptz[])
+RETURNS timestamptz[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce((array_agg(t ORDER BY t))[1:1000], '{}')
+    FROM (SELECT DISTINCT t FROM unnest(kept || more) AS u (t) WHERE t <> first) AS d
+$$;
+
 -- Rows inserted again by redeliveries before this migration: keep the first, count the others.
 WITH ranked AS (
     SELECT id, first_value(id) OVER (PARTITION BY digest ORDER BY id) AS keep FROM quarantine
 ), gone AS (
     DELETE FROM quarantine q USING ranked r
     WHERE q.id = r.id AND r.id <> r.keep
-    RETURNING r.keep
+    RETURNING r.keep, q.received_at
 )
-UPDATE quarantine q SET repeats = q.repeats + g.n
-FROM (SELECT keep, count(*) AS n FROM gone GROUP BY keep) AS g
+UPDATE quarantine q
+SET repeats = q.repeats + g.n, repeated_at = pantau_repeat_times(q.received_at, '{}', g.times)
+FROM (
+    SELECT keep, count(*) AS n, array_agg(received_at) AS times
+    FROM gone GROUP BY keep
+) AS g
 WHERE q.id = g.keep;
 
 ALTER TABLE quarantine
