@@ -31,6 +31,11 @@ from pantau.settings import IngestSettings
 log = logging.getLogger(__name__)
 
 _LAG_SAMPLES = 100
+# "Down" kinds that one batch can also cause itself (its statement times out, takes too much
+# memory, deadlocks): a spooled batch failing so this many replays in a row is set aside (kept
+# in dead/, replayable) rather than blocking the spool behind it.
+_BATCH_KINDS = frozenset({"transient", "insufficient_resources"})
+_SAME_FAILURES = 3
 AckFn = Callable[[Sequence[tuple[int, int, int]]], None]
 
 
@@ -60,6 +65,9 @@ class Pipeline:
         self._registered: frozenset[str] = frozenset()
         self._registry_read: float | None = None  # monotonic time of the last registry read
         self._spool_full_since: float | None = None
+        # (segment, offset) of the spooled batch that last failed with a _BATCH_KINDS error,
+        # and how many replays in a row it did.
+        self._stuck: tuple[tuple[Path, int], int] | None = None
         # Why the pipeline is not taking messages normally (for /readyz), None when it is.
         self.database_problem: str | None = None
         self.spool_problem: str | None = None
@@ -225,8 +233,14 @@ class Pipeline:
                 self._judge(batch)
                 result = self._timed_write(batch)
             except DatabaseDown as exc:
-                self._database_lost(exc)
-                return False
+                if not self._keeps_failing(segment, record, exc):
+                    self._database_lost(exc)
+                    return False
+                self._metrics.database_errors.labels(exc.kind).inc()
+                error = f"failed {_SAME_FAILURES} replays in a row ({exc.kind}): {exc}"
+                if not self._set_aside(segment, record, error, "refused"):
+                    return False
+                continue
             except Exception as exc:  # a poison record must not block the spool
                 self._write_failed(exc, "setting the spooled batch aside")
                 error = str(exc) if isinstance(exc, WriteFailed) else f"{type(exc).__name__}: {exc}"
@@ -236,6 +250,28 @@ class Pipeline:
             self._count(batch, result)
             replayed += len(batch)
         log.info("replayed %d readings from spool %s", replayed, segment.name)
+        return True
+
+    def _keeps_failing(self, segment: Path, record: Record, exc: DatabaseDown) -> bool:
+        """True when this batch failed with a kind it may cause itself, `_SAME_FAILURES`
+        replays in a row; a real outage fails whatever batch comes first, and that one only
+        until the database is back."""
+        if exc.kind not in _BATCH_KINDS:
+            self._stuck = None
+            return False
+        key = (segment, record.offset)
+        times = self._stuck[1] + 1 if self._stuck is not None and self._stuck[0] == key else 1
+        self._stuck = (key, times)
+        if times < _SAME_FAILURES:
+            return False
+        self._stuck = None
+        log.error(
+            "spooled batch at %s:%d failed %d replays in a row (%s); setting it aside",
+            segment.name,
+            record.offset,
+            times,
+            exc,
+        )
         return True
 
     def _set_aside(self, segment: Path, record: Record, error: str, kind: str) -> bool:

@@ -189,3 +189,28 @@ def test_a_batch_refused_live_is_spooled_acknowledged_and_set_aside(
     assert sorted(acked) == [1, 2, 3]
     assert count(migrated_db, "SELECT count(*) FROM readings") == 2
     assert metrics("pantau_ingest_database_errors_total", kind="other") >= 1
+
+
+def test_a_batch_that_times_out_on_every_replay_is_set_aside(
+    migrated_db: str, tmp_path: Path, running_pipeline: Callable[[Pipeline], None]
+) -> None:
+    # SQLSTATE 57014 is what statement_timeout raises: "down for now" for an outage, but here
+    # one batch causes it every time (a trigger, standing in for a statement too slow to finish).
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute(POISON.replace("'poison'", "'slow'").replace("XX000", "57014"))
+    spool_dir = tmp_path / "spool"
+    spool = Spool(spool_dir, 1 << 20)
+    spool.open()
+    for n, device in enumerate(["good-1", "slow", "good-2"]):
+        spool.append(batch_of(device, n))
+    spool.close()
+
+    pipeline, metrics = pipeline_for(migrated_db, spool_dir)
+    running_pipeline(pipeline)
+    wait_for("the segment replayed and deleted", lambda: not list(spool_dir.glob("*.spool")))
+    assert count(migrated_db, "SELECT count(DISTINCT device_id) FROM readings") == 2
+    assert count(migrated_db, "SELECT count(*) FROM readings") == 6
+    assert metrics("pantau_ingest_database_errors_total", kind="transient") == 3
+    assert metrics("pantau_ingest_dead_letters_total", kind="refused") == 1
+    (dead,) = (spool_dir / "dead").glob("*.json")
+    assert "failed 3 replays in a row (transient)" in dead.read_text()
