@@ -38,6 +38,10 @@ MAX_RANGE: dict[Resolution, timedelta] = {
 }
 BUCKET: dict[Resolution, timedelta] = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}
 DEFAULT_RANGE = timedelta(hours=24)
+# `from` and `to` lie in [EARLIEST, LATEST): far enough from datetime's year 1 and 9999 that the
+# default range and WIB never step outside it, and wider than any reading can be.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 MAX_METRICS = 50
 _TABLE = {"1m": "readings_1m", "1h": "readings_1h"}
 CSV_COLUMNS = ("device_id", "metric", "time", "value", "min", "max", "samples")
@@ -117,6 +121,20 @@ def parse_time(field: str, text: str, naive: tzinfo | None) -> datetime:
                 ]
             )
         value = value.replace(tzinfo=naive)
+    try:
+        inside = EARLIEST <= value.astimezone(UTC) < LATEST
+    except OverflowError:  # e.g. 0001-01-01T00:00+07:00 is before datetime's year 1 in UTC
+        inside = False
+    if not inside:
+        raise Invalid(
+            [
+                _problem(
+                    field,
+                    f"{text!r}: expected a time from {EARLIEST:%Y-%m-%d} to before "
+                    f"{LATEST:%Y-%m-%d} (UTC)",
+                )
+            ]
+        )
     return value
 
 

@@ -241,6 +241,33 @@ async def test_bounds_and_bad_requests_are_clear_422s(api: Api, seeded: datetime
         assert (await anonymous.get("/api/v1/devices/wl-setu-01/readings")).status_code == 401
 
 
+async def test_extreme_dates_are_clear_422s(api: Api) -> None:
+    """Year 1 and 9999 once overflowed (`to` minus the default day, or into UTC / WIB): a 500."""
+    async with api.client("technician") as http:
+        assert (await http.post("/api/v1/devices", json=WL)).status_code == 201
+    expected = "expected a time from 1970-01-01 to before 3000-01-01 (UTC)"
+    async with api.client("operator") as http:
+        for params in (
+            {"to": "0001-01-01T00:00Z"},
+            {"to": "0001-01-01T00:00+07:00"},
+            {"from": "0001-01-01T00:00Z"},
+            {"from": "9999-12-31T23:59Z"},
+            {"from": "9999-12-31T23:59-07:00"},
+            {"from": "0001-01-01T00:00Z", "to": "9999-12-31T23:59:59.999999Z"},
+            {"to": "1969-12-31T23:59Z"},
+        ):
+            response = await http.get("/api/v1/devices/wl-setu-01/readings", params=params)
+            assert response.status_code == 422, (params, response.text)
+            problems = {p["field"]: p["message"] for p in response.json()["detail"]}
+            assert set(problems) == set(params), (params, problems)
+            for field, text in params.items():
+                assert problems[field] == f"{text!r}: {expected}"
+        edge = {"from": "1970-01-01T00:00Z", "to": "1970-01-02T00:00Z"}
+        response = await http.get("/api/v1/devices/wl-setu-01/readings", params=edge)
+        assert response.status_code == 200, response.text
+        assert response.json()["count"] == 0
+
+
 async def test_the_same_as_csv(api: Api, seeded: datetime) -> None:
     h = seeded
     params = {"metric": "water_level_cm", "from": iso(h), "to": iso(h + timedelta(minutes=5))}
