@@ -94,7 +94,7 @@ def quarantine_list(
 @quarantine_app.command("replay")
 def quarantine_replay(reason: ReasonOption = None) -> None:
     """Run quarantined payloads through the current mappings; write what decodes now."""
-    from ingest.quarantine import Policy, processor_limits, replay
+    from ingest.quarantine import processor_limits, replay
 
     reasons = _check_reasons(reason)
     settings = cliapp.settings()
@@ -102,7 +102,7 @@ def quarantine_replay(reason: ReasonOption = None) -> None:
     processor = Processor.from_settings(
         s.mappings, s.max_future_seconds, s.max_past_days, **processor_limits(s)
     )
-    writer = Writer(settings.database.url, policy=Policy.from_settings(s))
+    writer = Writer.from_settings(settings)
     try:
         with _connect(settings.database.url) as conn:
             report = replay(conn, writer, processor, reasons=reasons)

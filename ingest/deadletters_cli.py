@@ -33,7 +33,7 @@ def dead_letters(
         _show(found[0])
         return
     if do_replay:
-        writer = Writer(settings.database.url)
+        writer = Writer.from_settings(settings)
         try:
             registry = None
             if settings.ingest.unregistered_devices == "quarantine":

@@ -85,12 +85,7 @@ class IngestService:
         pipeline = Pipeline(
             s.ingest,
             processor,
-            Writer(
-                s.database.url,
-                connect_timeout=max(2, int(s.database.connect_timeout_seconds)),
-                policy=quarantine.Policy.from_settings(s.ingest),
-                schema_ready=self._database.schema_ready,
-            ),
+            Writer.from_settings(s, schema_ready=self._database.schema_ready),
             Spool(s.ingest.spool_dir, s.ingest.spool_max_bytes),
             self._metrics,
             max_pending=2 * s.mqtt.receive_maximum,

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import errors
@@ -21,6 +22,9 @@ from psycopg import errors
 from ingest import quarantine
 from ingest.batch import Batch, Quarantined
 from ingest.decoders import REJECTED, Reading
+
+if TYPE_CHECKING:
+    from pantau.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,19 @@ class Writer:
         # Payload bytes quarantined since the size cap was last checked (None: check soon).
         self._since_trim: int | None = None
         self._schema_ready = schema_ready  # False until the service has migrated: spool
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, schema_ready: Callable[[], bool] = lambda: True
+    ) -> Writer:
+        """The writer every command and the service use: the database's connect timeout and
+        the quarantine policy (`ingest.quarantine_*`) from the settings."""
+        return cls(
+            settings.database.url,
+            connect_timeout=max(2, int(settings.database.connect_timeout_seconds)),
+            policy=quarantine.Policy.from_settings(settings.ingest),
+            schema_ready=schema_ready,
+        )
 
     @property
     def connected(self) -> bool:
