@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors
@@ -27,6 +27,18 @@ if TYPE_CHECKING:
     from pantau.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# TCP keepalives and a user timeout, so a connection whose peer died silently (a host gone, a
+# dropped NAT entry) fails within about a minute instead of hanging the writer thread in a COPY
+# for the kernel's two hours: probes after 30 s idle, every 10 s, 3 unanswered = dead (60 s);
+# data unacknowledged for 60 s = dead. No statement_timeout: a long COPY is not a dead one.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,  # milliseconds
+}
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS readings_staging (
@@ -175,6 +187,7 @@ class Writer:
                 self._conninfo,
                 connect_timeout=self._connect_timeout,
                 application_name="pantau-ingest",
+                **KEEPALIVES,
             )
             conn.execute(_STAGING)  # refused by a read-only server: it cannot take writes
             conn.commit()
