@@ -152,6 +152,9 @@ class Processor:
 
     def _decode(self, batch: Batch, message: Message, index: int) -> None:
         routed = self.router.route(message.topic)
+        if len(message.payload) > self.max_payload_bytes:  # mapped or not: only its head is kept
+            self._too_large(batch, message, routed)
+            return
         if routed is None:
             batch.quarantine.append(
                 Quarantined(
@@ -166,11 +169,7 @@ class Processor:
             )
             return
         decoder = self.decoders[routed[0]]
-        payload = message.payload
-        if len(payload) > self.max_payload_bytes:
-            self._too_large(batch, message, decoder.name, routed)
-            return
-        decoded = decoder.decode(payload, routed[1], message.received_at)
+        decoded = decoder.decode(message.payload, routed[1], message.received_at)
         readings = decoded.readings
         if len(readings) > self.max_readings:
             self._quarantine(
@@ -210,13 +209,13 @@ class Processor:
                 message.payload,
                 reason,
                 visible(detail),
-                mapping,
-                visible(self._source(topic, routed[0], routed[1])),
+                self.decoders[routed[0]].name if routed else None,
+                visible(self._source(topic, *routed) if routed else topic),
             )
         )
 
     def _too_large(
-        self, batch: Batch, message: Message, mapping: str, routed: tuple[int, dict[str, str]]
+        self, batch: Batch, message: Message, routed: tuple[int, dict[str, str]] | None
     ) -> None:
         """Only the head of an oversized payload is kept, with the whole one's size and hash."""
         payload = message.payload
@@ -231,8 +230,8 @@ class Processor:
                 f"payload of {len(payload):,} bytes is over ingest.max_payload_bytes "
                 f"({self.max_payload_bytes:,}); sha256 {sha256.hex()}; "
                 f"only the first {KEPT_HEAD_BYTES:,} bytes kept",
-                mapping,
-                visible(self._source(topic, routed[0], routed[1])),
+                self.decoders[routed[0]].name if routed else None,
+                visible(self._source(topic, *routed) if routed else topic),
                 len(payload),
                 sha256,
             )

@@ -290,13 +290,21 @@ def test_size_cap_drops_the_oldest(db: str) -> None:
 
 
 # 300 kB passes the embedded broker's message_size_limit; 20 MB (a camera's JPEGs on a sensor
-# topic) is what a broker without such a limit hands over.
-@pytest.mark.parametrize("pad", [300_000, 20_000_000], ids=["300kB", "20MB"])
-def test_payload_over_the_limit_keeps_its_head_size_and_hash(db: str, pad: int) -> None:
+# topic) is what a broker without such a limit hands over; on a topic no mapping covers too.
+@pytest.mark.parametrize(
+    ("pad", "topic"),
+    [
+        (300_000, "bekasi-json/setu/aq-1"),
+        (20_000_000, "bekasi-json/setu/aq-1"),
+        (20_000_000, "cctv/setu/cam-1/jpeg"),
+    ],
+    ids=["300kB", "20MB", "20MB-unmapped"],
+)
+def test_payload_over_the_limit_keeps_its_head_size_and_hash(db: str, pad: int, topic: str) -> None:
     big = b'{"readings":{"pm25":1},"pad":"' + b"x" * pad + b'"}'
     write(
         db,
-        Message("bekasi-json/setu/aq-1", big, NOW),
+        Message(topic, big, NOW),
         Message("bekasi-json/setu/aq-2", b'{"readings":{"pm25":2}}', NOW),
     )
     with psycopg.connect(db) as conn:
