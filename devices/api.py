@@ -224,7 +224,11 @@ async def import_devices(request: Request, who: Technician) -> dict[str, int]:
             imported = await exchange.import_devices(conn, source, who.actor, max_rows)
             for device in imported.follow:  # moved or retired devices: their clients follow
                 await request.app.state.credentials.follow(conn, device, who.actor)
-    return {"created": imported.created, "updated": imported.updated}
+    return {
+        "created": imported.created,
+        "updated": imported.updated,
+        "unchanged": imported.unchanged,
+    }
 
 
 @router.get(

@@ -414,7 +414,10 @@ def import_(
             raise ConfigError(_import_problems(file, exc.problems)) from None
 
     imported = _run(work)
-    typer.echo(f"imported {file}: {imported.created} created, {imported.updated} updated")
+    typer.echo(
+        f"imported {file}: {imported.created} created, {imported.updated} updated, "
+        f"{imported.unchanged} unchanged"
+    )
     if imported.created and settings.mqtt.dynsec:
         typer.echo("new devices have no MQTT credentials yet: `pantau devices credentials ID`")
 
@@ -446,7 +449,7 @@ def export(
         "geojson": exchange.to_geojson,
     }
     if fmt not in writers:
-        raise ConfigError(f"--format {fmt!r}: expected csv or geojson, or xlsx")
+        raise ConfigError(f"--format {fmt!r}: expected csv, xlsx or geojson")
     devices = _run(lambda conn: registry.list_devices(conn, registry.Filters(limit=1_000_000)))
     data = writers[fmt](devices)
     if output is None:

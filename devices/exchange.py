@@ -74,6 +74,7 @@ class TooLarge(registry.RegistryError):
 @dataclass(frozen=True)
 class Imported:
     created: int
+    unchanged: int  # registered devices the file gives as they are
     updated: int
     # Updated devices with a broker client whose status, topic or format changed: the client
     # must follow (enabled only when active, allowed its current topic).
@@ -210,6 +211,17 @@ def _value(column: str, source: str) -> str:
     return f"coalesce({source}.{column}, {default})" if default else f"{source}.{column}"
 
 
+# Columns of registered devices that the file gives with the value they already have are no
+# change: left out, so an unchanged row (an export imported back) is no update and no audit.
+_DIFFERS = " ".join(f"WHEN '{c}' THEN d.{c} IS DISTINCT FROM {_value(c, 's')}" for c in _STAGED)
+_UNCHANGED = f"""
+UPDATE device_import s SET cols = ARRAY(
+    SELECT c FROM unnest(s.cols) AS c WHERE CASE c {_DIFFERS} ELSE true END
+)
+FROM devices d
+WHERE NOT s.is_new AND d.device_id = s.device_id AND d.version = s.version
+"""  # noqa: S608 - built from constants
+
 # One statement: create the new devices, update the registered ones (only the columns the file
 # gives), and audit each change with its before and after, in the file's order.
 _APPLY = f"""
@@ -271,6 +283,12 @@ async def import_devices(
                 )
             ]
             raise registry.Invalid([*checker.problems, *(more if checker.more else [])])
+        await conn.execute(_UNCHANGED)
+        cur = await conn.execute(
+            "SELECT count(*) FROM device_import WHERE NOT is_new AND cardinality(cols) > 0"
+        )
+        row = await cur.fetchone()
+        writes = row[0] if row else 0
         try:
             cur = await conn.execute(_APPLY, {"actor": actor})
         except psycopg.errors.UniqueViolation:
@@ -283,7 +301,7 @@ async def import_devices(
             await _changed_meanwhile(conn)
         to_follow = [device_id for _, device_id, follows in done if follows]
         follow = [await registry.get_device(conn, device_id) for device_id in to_follow]
-    return Imported(created, updated, follow)
+    return Imported(created, updated - writes, writes, follow)
 
 
 async def _changed_meanwhile(conn: psycopg.AsyncConnection) -> None:

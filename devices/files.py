@@ -71,6 +71,13 @@ def restore(text: str) -> str:
     return text[1:] if text[:1] == "'" and _needs_quote(text[1:]) else text
 
 
+def cell_text(text: str) -> str:
+    """A cell's text as stored: `restore`d, with line breaks as `\n` (XML, so XLSX, reads a
+    CRLF inside a cell as LF: stored as CRLF, an exported workbook would not import back
+    unchanged)."""
+    return restore(text).replace("\r\n", "\n")
+
+
 # ---------------------------------------------------------------------------------------------
 # CSV
 
@@ -188,7 +195,7 @@ class CsvReader:
                     )
                 )
                 continue
-            record.values[name] = restore(value)
+            record.values[name] = cell_text(value)
         records.append(record)
 
     def _read_header(self, lines: list[str], start: int) -> None:
@@ -393,7 +400,7 @@ class XlsxReader:
                     )
                 )
                 continue
-            values[name] = restore(value) if isinstance(value, str) else value
+            values[name] = cell_text(value) if isinstance(value, str) else value
         if not values and not problems:
             return None
         self._row += 1

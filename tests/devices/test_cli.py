@@ -108,7 +108,7 @@ def test_bad_arguments_say_what_was_expected(migrated_db: str, tmp_path: Path) -
     )
     assert "nothing to change" in pantau(migrated_db, tmp_path, "devices", "edit", "nope").stderr
     assert (
-        "expected csv or geojson"
+        "expected csv, xlsx or geojson"
         in pantau(migrated_db, tmp_path, "devices", "export", "--format", "xml").stderr
     )
 
@@ -144,7 +144,7 @@ def test_import_export_round_trip(migrated_db: str, tmp_path: Path) -> None:
         "wl-1": {"type": "Point", "coordinates": [107.03, -6.35]},
     }
     assert (
-        "0 created, 2 updated"
+        "0 created, 0 updated, 2 unchanged"
         in pantau(migrated_db, tmp_path, "devices", "import", str(out)).stdout
     )
     assert pantau(migrated_db, tmp_path, "devices", "export").stdout.startswith(

@@ -38,7 +38,7 @@ def test_id_excel_csv_and_xlsx_round_trip(migrated_db: str, tmp_path: Path) -> N
     assert sheet["F2"].data_type == "n"  # latitude, a number
     again = run_pantau("devices", "import", str(book), db=migrated_db, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "0 created, 3 updated" in again.stdout
+    assert "0 created, 0 updated, 3 unchanged" in again.stdout
     assert run_pantau("devices", "export", db=migrated_db, cwd=tmp_path).stdout == before
     id_csv = tmp_path / "perangkat-id.csv"
     exported = run_pantau(
@@ -47,14 +47,14 @@ def test_id_excel_csv_and_xlsx_round_trip(migrated_db: str, tmp_path: Path) -> N
     assert exported.returncode == 0, exported.stderr
     assert ";-6,35;107,03;" in id_csv.read_text()
     assert (
-        "0 created, 3 updated"
+        "0 created, 0 updated, 3 unchanged"
         in run_pantau("devices", "import", str(id_csv), db=migrated_db, cwd=tmp_path).stdout
     )
     assert run_pantau("devices", "export", db=migrated_db, cwd=tmp_path).stdout == before
     named = tmp_path / "no-suffix"
     named.write_bytes(book.read_bytes())
     assert (
-        "0 created, 3 updated"
+        "0 created, 0 updated, 3 unchanged"
         in run_pantau(
             "devices", "import", "--format", "xlsx", str(named), db=migrated_db, cwd=tmp_path
         ).stdout

@@ -111,7 +111,7 @@ def test_import_at_the_row_limit_keeps_memory_bounded(service: Service) -> None:
         done.set()
         prober.join(15)
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"created": 100_000, "updated": 0}
+    assert answer.json() == {"created": 100_000, "updated": 0, "unchanged": 0}
     peak = service.peak_rss_bytes()
     print(f"\n100,000-row import: {took:.1f} s; peak RSS {before >> 20} -> {peak >> 20} MiB")
     assert peak < 300 * 1024 * 1024, f"peak RSS {peak >> 20} MiB"
@@ -150,7 +150,7 @@ def test_xlsx_import_at_the_row_limit_keeps_memory_bounded(
         )
     took = time.monotonic() - t0
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"created": 100_000, "updated": 0}
+    assert answer.json() == {"created": 100_000, "updated": 0, "unchanged": 0}
     peak = service.peak_rss_bytes()
     size = path.stat().st_size
     print(f"\n100,000-row XLSX ({size >> 20} MiB) import: {took:.1f} s; peak RSS {peak >> 20} MiB")
