@@ -78,6 +78,20 @@ def cell_text(text: str) -> str:
     return restore(text).replace("\r\n", "\n")
 
 
+def _checked_header(names: list[str], line: int, expected: str) -> list[str]:
+    """The header's column names, or FileInvalid naming unknown or repeated ones; `expected`
+    follows the unknown names, `{}` standing for the known columns."""
+    unknown = [n for n in names if n and n not in COLUMNS]
+    if unknown:
+        message = f"unknown columns {unknown}" + expected.format(", ".join(COLUMNS))
+        raise FileInvalid(Problem(line=line, field="header", message=message))
+    repeated = sorted({n for n in names if n and names.count(n) > 1})
+    if repeated:
+        message = f"columns {repeated} appear more than once; expected each once"
+        raise FileInvalid(Problem(line=line, field="header", message=message))
+    return names
+
+
 # ---------------------------------------------------------------------------------------------
 # CSV
 
@@ -208,26 +222,9 @@ class CsvReader:
         if self._delimiter is None:
             self._delimiter = _delimiter(lines)
         names = [n.strip().lower() for n in next(csv.reader(lines, delimiter=self._delimiter))]
-        unknown = [n for n in names if n and n not in COLUMNS]
-        if unknown:
-            raise FileInvalid(
-                Problem(
-                    line=start,
-                    field="header",
-                    message=f"unknown columns {unknown}; expected some of "
-                    f"{', '.join(COLUMNS)}, separated by ',' or ';'",
-                )
-            )
-        repeated = sorted({n for n in names if n and names.count(n) > 1})
-        if repeated:
-            raise FileInvalid(
-                Problem(
-                    line=start,
-                    field="header",
-                    message=f"columns {repeated} appear more than once; expected each once",
-                )
-            )
-        self._header = names
+        self._header = _checked_header(
+            names, start, "; expected some of {}, separated by ',' or ';'"
+        )
 
 
 def _in_quotes(line: str, delimiter: str, quoted: bool) -> bool:
@@ -359,26 +356,7 @@ class XlsxReader:
 
     def _read_header(self, cells: Sequence[Any], line: int) -> None:
         names = ["" if c is None else str(c).strip().lower() for c in cells]
-        unknown = [n for n in names if n and n not in COLUMNS]
-        if unknown:
-            raise FileInvalid(
-                Problem(
-                    line=line,
-                    field="header",
-                    message=f"unknown columns {unknown} in the first row; expected some of "
-                    f"{', '.join(COLUMNS)}",
-                )
-            )
-        repeated = sorted({n for n in names if n and names.count(n) > 1})
-        if repeated:
-            raise FileInvalid(
-                Problem(
-                    line=line,
-                    field="header",
-                    message=f"columns {repeated} appear more than once; expected each once",
-                )
-            )
-        self._header = names
+        self._header = _checked_header(names, line, " in the first row; expected some of {}")
 
     def _record(self, cells: Sequence[Any], line: int) -> Record | None:
         assert self._header is not None  # noqa: S101
