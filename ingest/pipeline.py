@@ -14,7 +14,6 @@ full (its size limit, or its disk), nothing more is acknowledged: the broker kee
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from ingest.metrics import IngestMetrics, count_quarantine
 from ingest.spool import Record, Spool, SpoolDiskFull, SpoolFull
 from ingest.writer import DatabaseDown, WriteFailed, Writer, WriteResult
 from pantau.settings import IngestSettings
+from pantau.supervisor import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +317,8 @@ class Pipeline:
 
     def _backoff(self, failures: int) -> float:
         s = self._settings
-        cap = min(s.database_retry_max_seconds, s.database_retry_seconds * 2.0**failures)
-        return max(s.database_retry_seconds, cap / 2 + random.random() * cap / 2)  # noqa: S311
+        delay = Backoff(s.database_retry_seconds, s.database_retry_max_seconds).delay(failures)
+        return max(s.database_retry_seconds, delay)
 
     def _write_failed(self, exc: Exception, then: str) -> None:
         kind = exc.kind if isinstance(exc, WriteFailed) else "other"

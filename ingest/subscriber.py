@@ -13,7 +13,6 @@ what was not acknowledged (and may reuse packet ids), so a late PUBACK must neve
 from __future__ import annotations
 
 import logging
-import random
 import ssl
 import threading
 from collections import deque
@@ -33,6 +32,7 @@ from ingest.metrics import IngestMetrics
 from ingest.text import topic_text
 from pantau.mqtt import apply_credentials
 from pantau.settings import MqttSettings
+from pantau.supervisor import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +263,7 @@ class Subscriber:
 
     def _backoff(self, failures: int) -> float:
         s = self._settings
-        cap = min(s.reconnect_max_seconds, s.reconnect_min_seconds * 2.0**failures)
-        return cap / 2 + random.random() * cap / 2  # noqa: S311 - jitter, not crypto
+        return Backoff(s.reconnect_min_seconds, s.reconnect_max_seconds).delay(failures)
 
 
 def _let_network_thread_write(client: mqtt.Client, userdata: object, sock: object) -> None:
