@@ -309,9 +309,12 @@ class Writer:
                     if written < len(readings):
                         row = cur.execute(_CONFLICTING).fetchone()
                         conflicting = row[0] if row else 0
-                cur.execute(_LAST_SEEN, _latest_per_device(readings))
-                times = [r[0] for r in readings]  # a late batch's range, for the rollups
-                cur.execute("SELECT pantau_note_written(%s, %s)", (min(times), max(times)))
+                devices, latest = _latest_per_device(readings)
+                cur.execute(_LAST_SEEN, (devices, latest))
+                # The batch's time range, for the rollups when it is late (the newest reading
+                # is the newest of the devices' latest).
+                earliest = min(r[0] for r in readings)
+                cur.execute("SELECT pantau_note_written(%s, %s)", (earliest, max(latest)))
             stored = quarantine.store(conn, quarantined, self._policy)
         result.written += written
         result.conflicting += conflicting
