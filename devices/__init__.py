@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from pantau.context import ServiceContext
 from pantau.supervisor import Worker
@@ -19,6 +19,7 @@ def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
     from devices.credentials import issuer_for
     from devices.dynsec import DynsecError
     from devices.registry import RegistryError
+    from pantau.openapi import error_response
 
     app.state.credentials = issuer_for(ctx.settings.mqtt)
     app.include_router(router)
@@ -30,7 +31,7 @@ def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
 
     @app.exception_handler(DynsecError)
     async def _broker_error(request: Request, exc: DynsecError) -> JSONResponse:
-        return JSONResponse({"detail": f"nothing was changed: {exc}"}, status_code=503)
+        return error_response(503, f"nothing was changed: {exc}")
 
 
 def phone_page() -> APIRouter:
@@ -41,7 +42,11 @@ def phone_page() -> APIRouter:
     router = APIRouter(tags=["phone page"])
 
     @router.get("/m", include_in_schema=False)
-    @router.get("/m/", summary="The phone page for registering devices (HTML)")
+    @router.get(
+        "/m/",
+        summary="The phone page for registering devices (HTML)",
+        response_class=HTMLResponse,
+    )
     async def phone() -> Response:
         return Response(
             page, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"}

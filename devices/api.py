@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from devices import exchange, readings, registry
@@ -23,31 +23,65 @@ from devices.models import (
     DeviceIn,
     DevicePatch,
     DeviceType,
+    DeviceTypeId,
     KecamatanOut,
+    KecamatanRef,
     PendingDevice,
+    PillarId,
     PillarOut,
-    Problem,
     Reading,
     Registered,
     Status,
 )
 from devices.setup import registration
 from pantau.auth import Principal, require
+from pantau.ids import DEVICE_ID_PATTERN, METRIC_PATTERN
+from pantau.openapi import VISIBLE, error_response, invalid
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 Operator = Annotated[Principal, Depends(require("operator"))]
 Technician = Annotated[Principal, Depends(require("technician"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 IfMatch = Annotated[
-    str | None,
-    Header(description='the ETag you read, e.g. "3"; required to change a device'),
+    str,
+    Header(
+        pattern=r'^(W/)?"?[0-9]{1,9}"?$',
+        description='the ETag you read, e.g. "3"; without it: 428',
+    ),
 ]
+DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, examples=["wl-setu-01"])]
+SearchText = Annotated[
+    str | None,
+    Query(max_length=200, pattern=VISIBLE, description="text in the id, name or address note"),
+]
+MAX_OFFSET = 1_000_000
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "no such device"},
+# Statuses beside the ones every operation gets from pantau.openapi (401, 403, 422, 503...).
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such device"}}
+_CHANGE: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
     412: {"description": "the device changed since you read it (If-Match)"},
-    422: {"model": list[Problem], "description": "what is wrong, field by field"},
+    428: {"description": "If-Match is missing: read the device first"},
 }
+
+
+# OpenAPI links: what a client (and the schema fuzzer's stateful phase) may do next with a
+# device it created (`#/device/device_id` in the answer) or read (`#/device_id`); a change's
+# If-Match is the answer's ETag.
+def _links(pointer: str, *, created: bool = False) -> dict[str, Any]:
+    device = {"device_id": f"$response.body#{pointer}"}
+    changed = {**device, "header.If-Match": "$response.header.ETag"}
+    links: dict[str, Any] = {
+        "PatchDevice": {"operationId": "patch_device", "parameters": changed},
+        "RetireDevice": {"operationId": "retire_device", "parameters": changed},
+        "RenewCredentials": {"operationId": "renew_credentials", "parameters": device},
+    }
+    if created:
+        links["GetDevice"] = {"operationId": "get_device", "parameters": device}
+    else:
+        links["LatestReadings"] = {"operationId": "latest", "parameters": device}
+        links["ReadingsHistory"] = {"operationId": "readings_history", "parameters": device}
+    return links
 
 
 @asynccontextmanager
@@ -58,9 +92,8 @@ async def _db(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
 
 def registry_error_response(exc: registry.RegistryError) -> JSONResponse:
     if isinstance(exc, registry.Invalid):
-        detail = [p.model_dump() for p in exc.problems]
-        return JSONResponse({"detail": detail}, status_code=422)
-    return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return invalid(exc.problems)
+    return error_response(exc.status, str(exc))
 
 
 def _with_etag(device: Device, response: Response) -> Device:
@@ -68,34 +101,23 @@ def _with_etag(device: Device, response: Response) -> Device:
     return device
 
 
-def _version(if_match: str | None) -> int:
-    if not if_match:
-        raise registry.PreconditionRequired(
-            'If-Match is required: send the ETag from reading the device, e.g. If-Match: "3"'
-        )
-    try:
-        return int(if_match.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise registry.RegistryError(
-            f'If-Match {if_match!r}: expected the ETag of the device, e.g. "3"'
-        ) from None
+def _version(if_match: str) -> int:
+    return int(if_match.strip().removeprefix("W/").strip('"'))  # the header's pattern holds
 
 
-@router.get(
-    "/devices",
-    summary="List devices, with filters",
-    responses={422: {"model": list[Problem], "description": "an unknown filter value"}},
-)
+@router.get("/devices", summary="List devices, with filters")
 async def list_devices(
     request: Request,
     who: Operator,
-    kecamatan: Annotated[str | None, Query(description="id or name, e.g. setu or Setu")] = None,
-    device_type: Annotated[str | None, Query(alias="type", description="a type id")] = None,
-    status: Annotated[str | None, Query(description="active, maintenance or retired")] = None,
-    pillar: str | None = None,
-    q: Annotated[str | None, Query(description="text in the id, name or address note")] = None,
+    kecamatan: Annotated[
+        KecamatanRef | None, Query(description="id or name (any case), e.g. setu or Setu")
+    ] = None,
+    device_type: Annotated[DeviceTypeId | None, Query(alias="type")] = None,
+    status: Status | None = None,
+    pillar: PillarId | None = None,
+    q: SearchText = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[Device]:
     async with _db(request) as conn:
         try:
@@ -112,9 +134,22 @@ async def list_devices(
 
 
 _PARAMS = {"device_type": "type", "text": "q"}
+_TIME = "ISO 8601 with an offset, years 1970 to 2999, e.g. 2026-12-01T00:00+07:00"
+_DATE_TIME = {"format": "date-time"}
 
 
-@router.post("/devices", status_code=201, summary="Register a device", responses=_ERRORS)
+@router.post(
+    "/devices",
+    status_code=201,
+    summary="Register a device",
+    responses={
+        201: {
+            "description": "registered; `ETag` is its version",
+            "links": _links("/device/device_id", created=True),
+        },
+        409: {"description": "a device with this id is registered already"},
+    },
+)
 async def create_device(
     request: Request, body: DeviceIn, response: Response, who: Technician
 ) -> Registered:
@@ -139,9 +174,9 @@ async def create_device(
     "password stops working",
     description="A device in maintenance gets them too, with a `warning`: its broker client "
     "stays disabled until the device is active again.",
-    responses={404: _ERRORS[404], 409: {"description": "retired, or no credentials managed"}},
+    responses={**_NOT_FOUND, 409: {"description": "retired, or no credentials managed"}},
 )
-async def renew_credentials(request: Request, device_id: str, who: Technician) -> Registered:
+async def renew_credentials(request: Request, device_id: DeviceId, who: Technician) -> Registered:
     async with _db(request) as conn, conn.transaction():
         device = await registry.get_device(conn, device_id)
         credentials = await renew(conn, device, request.app.state.credentials, who.actor)
@@ -151,13 +186,27 @@ async def renew_credentials(request: Request, device_id: str, who: Technician) -
     return registered
 
 
-@router.get("/devices/export", summary="Export devices as CSV, XLSX or GeoJSON")
+@router.get(
+    "/devices/export",
+    summary="Export devices as CSV, XLSX or GeoJSON",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the devices, in the format asked for",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                exchange.XLSX_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                "application/geo+json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
 async def export_devices(
     request: Request,
     who: Operator,
     format: Literal["csv", "xlsx", "geojson"] = "csv",
-    kecamatan: str | None = None,
-    device_type: Annotated[str | None, Query(alias="type")] = None,
+    kecamatan: Annotated[KecamatanRef | None, Query(description="id or name (any case)")] = None,
+    device_type: Annotated[DeviceTypeId | None, Query(alias="type")] = None,
     status: Status | None = None,
     delimiter: Annotated[
         Literal[",", ";"],
@@ -186,8 +235,9 @@ async def export_devices(
     "`,` or `;` (with decimal commas, as Excel writes it in id-ID). At most "
     "`devices.import_max_rows` rows (`413` past it).",
     responses={
-        413: {"description": "more rows than devices.import_max_rows"},
-        422: _ERRORS[422],
+        413: {"description": "over http.max_body_bytes, or more rows than devices.import_max_rows"},
+        415: {"description": "a Content-Type other than the four above"},
+        422: {"description": "what is wrong, row by row (`problems`), or not a file of its type"},
     },
     openapi_extra={
         "requestBody": {
@@ -215,7 +265,7 @@ async def import_devices(request: Request, who: Technician) -> dict[str, int]:
         elif kind in ("application/geo+json", "application/json"):
             source = exchange.geojson_source(await request.body())
         else:
-            raise registry.RegistryError(
+            raise exchange.UnsupportedType(
                 f"Content-Type {kind!r}: expected text/csv or application/geo+json, or "
                 f"{exchange.XLSX_TYPE} for an XLSX workbook"
             )
@@ -240,20 +290,33 @@ async def pending_devices(request: Request, who: Operator) -> list[PendingDevice
         return await registry.pending(conn)
 
 
-@router.get("/devices/{device_id}", summary="One device", responses={404: _ERRORS[404]})
-async def get_device(request: Request, device_id: str, response: Response, who: Operator) -> Device:
+@router.get(
+    "/devices/{device_id}",
+    summary="One device; `ETag` is its version",
+    responses={
+        200: {"description": "the device", "links": _links("/device_id")},
+        **_NOT_FOUND,
+    },
+)
+async def get_device(
+    request: Request, device_id: DeviceId, response: Response, who: Operator
+) -> Device:
     async with _db(request) as conn:
         return _with_etag(await registry.get_device(conn, device_id), response)
 
 
-@router.patch("/devices/{device_id}", summary="Change a device (If-Match)", responses=_ERRORS)
+@router.patch(
+    "/devices/{device_id}",
+    summary="Change a device (If-Match)",
+    responses={200: {"description": "changed", "links": _links("/device_id")}, **_CHANGE},
+)
 async def patch_device(
     request: Request,
-    device_id: str,
+    device_id: DeviceId,
     body: DevicePatch,
     response: Response,
     who: Technician,
-    if_match: IfMatch = None,
+    if_match: IfMatch,
 ) -> Device:
     version = _version(if_match)
     async with _db(request) as conn, conn.transaction():
@@ -265,10 +328,10 @@ async def patch_device(
 @router.post(
     "/devices/{device_id}/retire",
     summary="Retire a device: its MQTT credentials stop working (If-Match)",
-    responses={**_ERRORS, 409: {"description": "already retired: nothing was changed"}},
+    responses={**_CHANGE, 409: {"description": "already retired: nothing was changed"}},
 )
 async def retire_device(
-    request: Request, device_id: str, response: Response, who: Technician, if_match: IfMatch = None
+    request: Request, device_id: DeviceId, response: Response, who: Technician, if_match: IfMatch
 ) -> Device:
     version = _version(if_match)
     async with _db(request) as conn, conn.transaction():
@@ -277,8 +340,12 @@ async def retire_device(
     return _with_etag(device, response)
 
 
-@router.get("/devices/{device_id}/readings/latest", summary="The newest value of each metric")
-async def latest(request: Request, device_id: str, who: Operator) -> list[Reading]:
+@router.get(
+    "/devices/{device_id}/readings/latest",
+    summary="The newest value of each metric",
+    responses=_NOT_FOUND,
+)
+async def latest(request: Request, device_id: DeviceId, who: Operator) -> list[Reading]:
     async with _db(request) as conn:
         await registry.get_device(conn, device_id)
         return await registry.latest_readings(conn, device_id)
@@ -298,29 +365,37 @@ async def latest(request: Request, device_id: str, who: Operator) -> list[Readin
     ),
     response_model=readings.History,
     responses={
-        200: {"content": {"text/csv": {}}},
-        404: _ERRORS[404],
-        422: {"model": list[Problem], "description": "what is wrong, or which bound was passed"},
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        **_NOT_FOUND,
+        422: {
+            "description": "what is wrong, or which bound was passed: `from` not before `to`, "
+            "a range past its resolution's, a metric the device's type does not have"
+        },
     },
 )
 async def readings_history(
     request: Request,
-    device_id: str,
+    device_id: DeviceId,
     who: Operator,
     metric: Annotated[
-        list[str] | None, Query(description="one or more (repeat it); default: every metric")
+        list[Annotated[str, Query(pattern=METRIC_PATTERN)]] | None,
+        Query(
+            max_length=readings.MAX_METRICS,
+            description="one or more (repeat it); default: every metric",
+        ),
     ] = None,
     start: Annotated[
-        str | None, Query(alias="from", description="e.g. 2026-12-01T00:00+07:00")
+        str | None, Query(alias="from", description=_TIME, json_schema_extra=_DATE_TIME)
     ] = None,
-    end: Annotated[str | None, Query(alias="to", description="default: now")] = None,
-    resolution: Annotated[str, Query(description="raw, 1m, 1h or auto")] = "auto",
-    format: Annotated[str | None, Query(description="json or csv (or send Accept)")] = None,
+    end: Annotated[
+        str | None,
+        Query(alias="to", description="default: now; " + _TIME, json_schema_extra=_DATE_TIME),
+    ] = None,
+    resolution: Literal["raw", "1m", "1h", "auto"] = "auto",
+    format: Annotated[
+        Literal["json", "csv"] | None, Query(description="json or csv (or send Accept)")
+    ] = None,
 ) -> Response:
-    if format not in (None, "json", "csv"):
-        raise registry.Invalid(
-            [Problem(field="format", message=f"{format!r}: expected json or csv")]
-        )
     as_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
     query = readings.plan(device_id, metric or [], start, end, resolution, datetime.now(UTC))
     async with _db(request) as conn:
@@ -358,8 +433,8 @@ async def pillars(request: Request, who: Operator) -> list[PillarOut]:
 async def audit(
     request: Request,
     who: Admin,
-    entity: str | None = None,
-    entity_id: str | None = None,
+    entity: Literal["device", "token"] | None = None,
+    entity_id: Annotated[str | None, Query(max_length=200, pattern=VISIBLE)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntry]:
     async with _db(request) as conn:

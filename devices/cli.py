@@ -539,7 +539,9 @@ def _validated(model: type[T], **values: Any) -> T:
     from pydantic import ValidationError
 
     try:
-        return model.model_validate({k: v for k, v in values.items() if v is not None})  # type: ignore[attr-defined, no-any-return]
+        return model.model_validate(  # type: ignore[attr-defined, no-any-return]
+            {k: v for k, v in values.items() if v is not None}, strict=False
+        )
     except ValidationError as exc:
         problems = "; ".join(
             f"{_option(str(e['loc'][0]))}"

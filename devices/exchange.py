@@ -65,6 +65,12 @@ _READ_CHUNK = 1024 * 1024  # counting
 _CHECK_CHUNK = 64 * 1024  # reading to check: a few hundred rows, batches stay near BATCH_ROWS
 
 
+class UnsupportedType(registry.RegistryError):
+    """An import in a Content-Type that is not one of the file kinds."""
+
+    status = 415
+
+
 class TooLarge(registry.RegistryError):
     """More rows than `devices.import_max_rows`."""
 
@@ -444,7 +450,7 @@ class _Checker:
         wrong, so that one pass shows every problem of the row."""
         given = {k: raw[k] for k in ("device_type", "kecamatan", "pillar") if k in raw}
         try:
-            probe = DevicePatch.model_validate(given)
+            probe = DevicePatch.model_validate(given, strict=False)
         except ValidationError:
             return []
         now = dt.datetime.now(dt.UTC)
@@ -501,9 +507,11 @@ class _Checker:
             current = existing.get(device_id)
             try:
                 data: DeviceIn | DevicePatch = (
-                    DevicePatch.model_validate({k: v for k, v in raw.items() if k != "device_id"})
+                    DevicePatch.model_validate(
+                        {k: v for k, v in raw.items() if k != "device_id"}, strict=False
+                    )
                     if current
-                    else DeviceIn.model_validate(raw)
+                    else DeviceIn.model_validate(raw, strict=False)
                 )
             except ValidationError as exc:
                 self._add([*_described(exc, record), *self._references(raw)], record)

@@ -223,6 +223,8 @@ async def get_device(conn: psycopg.AsyncConnection, device_id: str) -> Device:
     return Device(**row)
 
 
+# Ids that /api/v1/devices/{device_id} could never reach: the paths beside it.
+RESERVED_IDS = frozenset({"export", "import", "pending"})
 _REQUIRED = ("name", "device_type", "kecamatan", "status", "payload_format")
 
 
@@ -241,6 +243,9 @@ def resolve(
     for field in _REQUIRED:
         if field in given and given[field] is None:
             problem(field, "cannot be emptied")
+    for field in ("address_note", "installed_by"):
+        if field in given and given[field] is None:
+            problem(field, 'cannot be null; expected text ("" clears it)')
     if given.get("device_type") is not None and given["device_type"] not in refs.types:
         problem(
             "device_type",
@@ -265,7 +270,12 @@ def resolve(
         )
     merged = {**(current.model_dump() if current else {}), **values}
     lat, lon = merged.get("latitude"), merged.get("longitude")
-    if (lat is None) != (lon is None):
+    if ("latitude" in given) != ("longitude" in given):  # a position is changed as a pair
+        problem(
+            "latitude" if "latitude" not in given else "longitude",
+            "give both latitude and longitude: a position changes as a pair",
+        )
+    elif (lat is None) != (lon is None):
         problem(
             "latitude" if lat is None else "longitude",
             "give both latitude and longitude, or neither",
@@ -319,6 +329,11 @@ async def create_device(
         )
         if await cur.fetchone():
             raise Exists(f"device {data.device_id!r} is already registered")
+        if data.device_id in RESERVED_IDS:
+            raise Exists(
+                f"device id {data.device_id!r} is taken by the API's own path "
+                f"/api/v1/devices/{data.device_id}; choose another id"
+            )
         columns = list(values)
         await conn.execute(
             sql.SQL("INSERT INTO devices ({}) VALUES ({})").format(
@@ -344,14 +359,15 @@ async def update_device(
     refs = refs or await references(conn)
     async with conn.transaction():
         current = await _locked(conn, device_id)
+        # A bad request is 422 whatever the version: the caller learns what to fix first.
+        values, problems = resolve(patch, refs, current)
+        if problems:
+            raise Invalid(problems)
         if expected_version is not None and current.version != expected_version:
             raise Conflict(
                 f"device {device_id!r} changed since you read it (version {expected_version}, "
                 f"now {current.version}): read it again and reapply your change"
             )
-        values, problems = resolve(patch, refs, current)
-        if problems:
-            raise Invalid(problems)
         if not values:
             return current
         await conn.execute(

@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pantau.errors import ConfigError
+from pantau.openapi import ROLE_ATTRIBUTE, VISIBLE
 from pantau.settings import HttpSettings
 
 Role = Literal["operator", "technician", "admin"]
@@ -55,7 +56,9 @@ class TokenInfo(BaseModel):
 
 
 class NewToken(BaseModel):
-    name: str = Field(min_length=1, max_length=100, examples=["Budi (teknisi Cikarang)"])
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=100, pattern=VISIBLE, examples=["Budi (teknisi Cikarang)"])
     role: Role
 
 
@@ -188,6 +191,7 @@ def require(role: Role):  # type: ignore[no-untyped-def]
             )
         return principal
 
+    setattr(dependency, ROLE_ATTRIBUTE, role)  # the OpenAPI document lists 401/403 from it
     return dependency
 
 
@@ -201,14 +205,45 @@ async def get_tokens(request: Request, who: Admin) -> list[TokenInfo]:
         return await list_tokens(conn)
 
 
-@router.post("", status_code=201, summary="Create an API token; it is shown once")
+@router.post(
+    "",
+    status_code=201,
+    summary="Create an API token; it is shown once",
+    responses={
+        201: {
+            "description": "created",
+            "links": {
+                "RevokeToken": {
+                    "operationId": "delete_token",
+                    "parameters": {"token_id": "$response.body#/id"},
+                }
+            },
+        }
+    },
+)
 async def post_token(request: Request, body: NewToken, who: Admin) -> CreatedToken:
     async with request.app.state.pool.connection() as conn:
         return await create_token(conn, body.name, body.role, who.actor)
 
 
-@router.delete("/{token_id}", status_code=204, summary="Revoke an API token")
-async def delete_token(request: Request, token_id: int, who: Admin) -> None:
+@router.delete(
+    "/{token_id}",
+    status_code=204,
+    summary="Revoke an API token",
+    responses={
+        404: {"description": "no such token, or revoked already"},
+        409: {"description": "the token making the request: revoke it with another"},
+    },
+)
+async def delete_token(
+    request: Request, token_id: Annotated[int, Path(ge=1, le=2**63 - 1)], who: Admin
+) -> None:
+    if token_id == who.token_id:  # an admin would lock themselves out mid-session
+        raise HTTPException(
+            409,
+            f"token {token_id} is the one making this request; revoke it with another admin "
+            "token or `pantau token revoke`",
+        )
     async with request.app.state.pool.connection() as conn:
         if not await revoke_token(conn, token_id, who.actor):
             raise HTTPException(404, f"no active token {token_id}")

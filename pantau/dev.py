@@ -177,11 +177,13 @@ class DevStack:
                     if current is None:
                         await registry.create_device(
                             conn,
-                            DeviceIn(
-                                device_id=sim.device_id,
-                                installed_by=SIMULATED_BY,
-                                metadata={"simulated": True},
-                                **wanted,
+                            DeviceIn.model_validate(
+                                {
+                                    "device_id": sim.device_id,
+                                    "installed_by": SIMULATED_BY,
+                                    "metadata": {"simulated": True},
+                                    **wanted,
+                                }
                             ),
                             "pantau dev",
                             refs,
@@ -203,7 +205,7 @@ class DevStack:
                         await registry.update_device(
                             conn,
                             sim.device_id,
-                            DevicePatch(**changes),
+                            DevicePatch.model_validate(changes),
                             current.version,
                             "pantau dev",
                             refs,

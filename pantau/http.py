@@ -17,7 +17,7 @@ import psycopg
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.docs import get_redoc_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from psycopg_pool import PoolTimeout
@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pantau import __version__
 from pantau.errors import ConfigError
 from pantau.health import Readiness
+from pantau.openapi import ErrorBody, contract, error_response, install_error_handlers
 from pantau.settings import HttpSettings
 from pantau.supervisor import Worker
 
@@ -56,7 +57,10 @@ def build_app(
         version=__version__,
         description="Telemetry ingestion for the smart-city command center",
         redoc_url=None,  # ours below: fastapi-offline's still loads ReDoc's logo from its CDN
+        generate_unique_id_function=lambda route: route.name,  # operationIds for OpenAPI links
     )
+    app.openapi = contract(app)  # type: ignore[method-assign]
+    install_error_handlers(app)
     _add_redoc(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
@@ -64,17 +68,17 @@ def build_app(
     @app.exception_handler(psycopg.OperationalError)
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
         # Pantau keeps running (and spooling readings) while its database is down.
-        return JSONResponse(
-            {"detail": "the database is unavailable; nothing was changed: try again later"},
-            status_code=503,
+        return error_response(
+            503,
+            "the database is unavailable; nothing was changed: try again later",
             headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(psycopg.errors.UndefinedTable)
     async def _schema_missing(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "the database schema is not ready yet (migrations pending): try again"},
-            status_code=503,
+        return error_response(
+            503,
+            "the database schema is not ready yet (migrations pending): try again",
             headers={"Retry-After": "5"},
         )
 
@@ -94,7 +98,12 @@ def build_app(
         report = ReadinessReport(status="ready" if ready else "not ready", checks=checks)
         return JSONResponse(report.model_dump(), status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PlainTextResponse,
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -205,7 +214,7 @@ class BodyLimit:
 
 
 async def _reject(send: Send, exc: BodyTooLarge) -> None:
-    body = orjson.dumps({"detail": exc.detail})
+    body = orjson.dumps(ErrorBody(detail=exc.detail).model_dump())
     await send(
         {
             "type": "http.response.start",

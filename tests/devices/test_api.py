@@ -77,14 +77,14 @@ async def test_bad_input_names_every_problem(api: Api) -> None:
             },
         )
         assert response.status_code == 422
-        fields = {p["field"]: p["message"] for p in response.json()["detail"]}
+        fields = {p["field"]: p["message"] for p in response.json()["problems"]}
         assert "'toaster' is not a device type" in fields["device_type"]
         assert "'Jakarta' is not a kecamatan" in fields["kecamatan"]
         outside = await http.post(
             "/api/v1/devices", json={**WL, "latitude": -6.2, "longitude": 106.8}
         )
         assert outside.status_code == 422
-        assert "outside Kabupaten Bekasi" in outside.json()["detail"][0]["message"]
+        assert "outside Kabupaten Bekasi" in outside.json()["problems"][0]["message"]
         edge = await http.post(
             "/api/v1/devices",
             json={**WL, "latitude": -6.2, "longitude": 106.96, "allow_outside": True},
@@ -177,7 +177,7 @@ async def test_filters(api: Api) -> None:
         async def problems(**params: str) -> dict[str, str]:
             response = await http.get("/api/v1/devices", params=params)
             assert response.status_code == 422, response.text
-            return {p["field"]: p["message"] for p in response.json()["detail"]}
+            return {p["field"]: p["message"] for p in response.json()["problems"]}
 
         # An unknown value is an error listing the choices, never a silent empty list.
         wrong = await problems(kecamatan="Jakarta", type="toaster")
@@ -189,7 +189,7 @@ async def test_filters(api: Api) -> None:
             "rain_gauge, street_light, traffic_counter, waste_bin, water_level, weather"
         )
         assert (await problems(status="broken"))["status"] == (
-            "'broken' is not a status; expected one of active, maintenance, retired"
+            "expected one of 'active', 'maintenance' or 'retired' (got 'broken')"
         )
         assert "expected one of branding, economy" in (await problems(pillar="sport"))["pillar"]
 
@@ -260,7 +260,7 @@ async def test_import_is_all_or_nothing_with_row_numbers(api: Api) -> None:
             "/api/v1/devices/import", content=csv_text, headers={"Content-Type": "text/csv"}
         )
         assert bad.status_code == 422
-        problems = {(p["row"], p["field"]) for p in bad.json()["detail"]}
+        problems = {(p["row"], p["field"]) for p in bad.json()["problems"]}
         assert problems == {(2, "kecamatan"), (3, "device_id"), (4, "install_date")}
         assert (await http.get("/api/v1/devices")).json() == []  # nothing imported
         good = [*csv_text.splitlines()[:2], "rg-setu-01,Penakar,rain_gauge,setu,-6.35,107.03,"]
@@ -290,7 +290,7 @@ async def test_import_is_all_or_nothing_with_row_numbers(api: Api) -> None:
         wrong = await http.post(
             "/api/v1/devices/import", content="x", headers={"Content-Type": "text/plain"}
         )
-        assert wrong.status_code == 400
+        assert wrong.status_code == 415
         assert "expected text/csv or application/geo+json" in wrong.json()["detail"]
 
 

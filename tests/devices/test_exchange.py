@@ -157,7 +157,7 @@ async def test_problems_name_the_line_column_and_expected_form(api: Api) -> None
         )
         assert answer.status_code == 422
         problems = {
-            (p["line"], p["row"], p["field"]): p["message"] for p in answer.json()["detail"]
+            (p["line"], p["row"], p["field"]): p["message"] for p in answer.json()["problems"]
         }
         assert set(problems) == {
             (2, 1, "latitude"),
@@ -178,7 +178,7 @@ async def test_problems_name_the_line_column_and_expected_form(api: Api) -> None
             headers={"Content-Type": "text/csv"},
         )
         assert header.status_code == 422
-        [problem] = header.json()["detail"]
+        [problem] = header.json()["problems"]
         assert (problem["line"], problem["field"]) == (1, "header")
         assert "unknown columns ['nama']" in problem["message"]
 
@@ -339,7 +339,7 @@ async def test_rows_past_the_limit_are_refused_whole(settings: Settings) -> None
                 "/api/v1/devices/import", content=b"PK\x03\x04nope", headers={"Content-Type": XLSX}
             )
             assert broken.status_code == 422
-            assert "not an XLSX workbook" in broken.json()["detail"][0]["message"]
+            assert "not an XLSX workbook" in broken.json()["problems"][0]["message"]
 
 
 async def test_a_device_changed_or_registered_meanwhile_fails_the_import(migrated_db: str) -> None:

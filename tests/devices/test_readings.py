@@ -187,7 +187,7 @@ async def test_bounds_and_bad_requests_are_clear_422s(api: Api, seeded: datetime
         async def problems(device: str = "wl-setu-01", **params: str) -> dict[str, str]:
             response = await http.get(f"/api/v1/devices/{device}/readings", params=params)
             assert response.status_code == 422, response.text
-            return {p["field"]: p["message"] for p in response.json()["detail"]}
+            return {p["field"]: p["message"] for p in response.json()["problems"]}
 
         assert (
             await problems(resolution="raw", **{"from": iso(h - timedelta(days=3)), "to": iso(h)})
@@ -219,11 +219,12 @@ async def test_bounds_and_bad_requests_are_clear_422s(api: Api, seeded: datetime
         assert auto.json()["count"] == 834  # 50,001 seconds of minutes
         assert sum(p["samples"] for p in auto.json()["readings"]) == 50_001
 
-        wrong = await problems(
-            metric="water_level", resolution="5m", **{"from": "2026-12-01 08:00", "to": "soon"}
-        )
+        assert await problems(resolution="5m", format="xml") == {
+            "resolution": "expected one of 'raw', '1m', '1h' or 'auto' (got '5m')",
+            "format": "expected one of 'json' or 'csv' (got 'xml')",
+        }
+        wrong = await problems(**{"from": "2026-12-01 08:00", "to": "soon"})
         assert wrong == {
-            "resolution": "'5m': expected one of raw, 1m, 1h or auto",
             "from": "'2026-12-01 08:00' has no offset: expected e.g. 2026-12-01T08:00+07:00 (WIB) "
             "or 2026-12-01T08:00Z (UTC)",
             "to": "'soon': expected an ISO 8601 time, e.g. 2026-12-01T08:00+07:00",
@@ -233,7 +234,9 @@ async def test_bounds_and_bad_requests_are_clear_422s(api: Api, seeded: datetime
             "of water_level_cm"
         )
         assert "is not before to" in (await problems(**{"from": iso(h), "to": iso(h)}))["from"]
-        assert (await problems(format="xlsx"))["format"] == "'xlsx': expected json or csv"
+        assert (await problems(format="xlsx"))[
+            "format"
+        ] == "expected one of 'json' or 'csv' (got 'xlsx')"
         missing = await http.get("/api/v1/devices/nope/readings")
         assert missing.status_code == 404
         assert missing.json()["detail"] == "no device 'nope'"
@@ -258,7 +261,7 @@ async def test_extreme_dates_are_clear_422s(api: Api) -> None:
         ):
             response = await http.get("/api/v1/devices/wl-setu-01/readings", params=params)
             assert response.status_code == 422, (params, response.text)
-            problems = {p["field"]: p["message"] for p in response.json()["detail"]}
+            problems = {p["field"]: p["message"] for p in response.json()["problems"]}
             assert set(problems) == set(params), (params, problems)
             for field, text in params.items():
                 assert problems[field] == f"{text!r}: {expected}"

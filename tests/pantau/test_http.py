@@ -144,7 +144,8 @@ async def test_body_limit_from_content_length_and_while_streaming() -> None:
         assert refused.status_code == 413
         assert refused.json() == {
             "detail": "request body of 10001 bytes is over the limit of 10000 bytes "
-            "(http.max_body_bytes); expected a smaller body: split the upload"
+            "(http.max_body_bytes); expected a smaller body: split the upload",
+            "problems": [],
         }
         streamed = await http.post("/echo", content=chunks(9_000))
         assert streamed.json() == {"bytes": 9_000}
