@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from pantau.context import ServiceContext
-from pantau.supervisor import Worker
+if TYPE_CHECKING:  # pantau.settings composes devices.outages.settings: no import cycle
+    from pantau.context import ServiceContext
+    from pantau.supervisor import Worker
 
 
 def workers(ctx: ServiceContext) -> list[Worker]:
-    return []
+    from devices import outages
+
+    return outages.workers(ctx)
 
 
 def setup_app(app: FastAPI, ctx: ServiceContext) -> None:

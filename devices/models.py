@@ -183,7 +183,11 @@ class _Editable(BaseModel):
     install_date: InstallDate | None = None
     installed_by: Installer = not_given()
     status: Status = not_given()
-    expected_interval_seconds: Seconds | None = Field(None, description="null: the device type's")
+    expected_interval_seconds: Seconds | None = Field(
+        None,
+        description="left out: the device type's; null: learned from the device's reporting "
+        "(the type's until then)",
+    )
     payload_format: PayloadFormat = not_given()
     topic: Topic | None = Field(
         None, description="without wildcards (+, #); null or empty: from the format"
@@ -223,7 +227,7 @@ class Device(BaseModel):
     install_date: date | None
     installed_by: str
     status: Status
-    expected_interval_seconds: int
+    expected_interval_seconds: int | None = Field(description="null: learned from its reporting")
     payload_format: PayloadFormat
     topic: str
     metadata: dict[str, Any]

@@ -299,8 +299,9 @@ def resolve(
     device_type = refs.types[merged["device_type"]]
     if merged.get("pillar") is None:
         values["pillar"] = device_type.pillar
-    if merged.get("expected_interval_seconds") is None:
+    if current is None and "expected_interval_seconds" not in given:
         values["expected_interval_seconds"] = device_type.expected_interval_seconds
+    # An explicit null: the outage detector learns the interval from the device's reporting.
     fmt = merged.get("payload_format") or "json"
     if current is None:
         values["payload_format"] = fmt

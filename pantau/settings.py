@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from devices.outages.settings import OutagesSettings
 from pantau.errors import ConfigError
 from pantau.mappings import MappingSettings, default_mappings
 
@@ -300,6 +301,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = ServiceSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     devices: DevicesSettings = DevicesSettings()
+    outages: OutagesSettings = OutagesSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,28 @@
+"""Liveness and outage detection, value alarms, alert delivery, availability reports: the
+operator half of the registry (issue 9). The detector is the only writer of liveness states
+and outages; what other domains tell it goes through `pantau_report_status` in the database."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pantau.context import ServiceContext
+    from pantau.supervisor import Worker
+
+
+def workers(ctx: ServiceContext) -> list[Worker]:
+    from devices.outages.detector import DetectorMetrics, run_detector
+    from pantau import db
+    from pantau.supervisor import Worker
+
+    metrics = DetectorMetrics(ctx.registry)
+    settings = ctx.settings
+
+    async def run(stop: asyncio.Event) -> None:
+        await run_detector(
+            lambda: db.connect(settings.database, autocommit=True), settings.outages, metrics, stop
+        )
+
+    return [Worker("outage-detector", run)]
