@@ -36,8 +36,9 @@ from devices.outages.settings import OutagesSettings
 
 log = logging.getLogger(__name__)
 
-# pg_try_advisory_lock key of the detector (any constant unique to Pantau).
-LOCK_KEY = 0x70616E746175  # "pantau"
+# pg_try_advisory_lock key of the detector: not pantau.migrate's (a second instance starting
+# would wait for the migration lock as long as the first one detects).
+LOCK_KEY = 0x646574656374  # "detect"
 CHANNEL = "pantau_liveness"  # NOTIFY from pantau_report_status: judge at once
 
 

@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 
 from devices import registry
 from devices.models import DeviceIn
-from devices.outages.detector import Detector, hold_lock
+from devices.outages.detector import LOCK_KEY, Detector, hold_lock
 from devices.outages.settings import OutagesSettings, WebhookSettings
 
 T0 = datetime.now(UTC) + timedelta(days=1)  # after every device's registration
@@ -211,3 +211,9 @@ async def test_one_detector_at_a_time(migrated_db: str) -> None:
         assert not await hold_lock(second)
         await first.close()  # the holder dies: its lock goes with its connection
         assert await hold_lock(second)
+
+
+def test_the_detector_lock_is_not_the_migration_lock() -> None:
+    from pantau.migrate import MIGRATION_LOCK_KEY
+
+    assert LOCK_KEY != MIGRATION_LOCK_KEY
