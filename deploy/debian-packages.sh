@@ -4,7 +4,7 @@
 set -euo pipefail
 
 run_packages=(postgresql-15 mosquitto mosquitto-clients)
-test_packages=("${run_packages[@]}" openssl chromium)
+test_packages=("${run_packages[@]}" openssl chromium prometheus prometheus-alertmanager)
 
 case "${1:-}" in
   run) wanted=("${run_packages[@]}") ;;
