@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 
 def workers(ctx: ServiceContext) -> list[Worker]:
+    from devices.outages.delivery import DeliveryMetrics, run_delivery
     from devices.outages.detector import DetectorMetrics, run_detector
     from pantau import db
     from pantau.supervisor import Worker
@@ -25,4 +26,14 @@ def workers(ctx: ServiceContext) -> list[Worker]:
             lambda: db.connect(settings.database, autocommit=True), settings.outages, metrics, stop
         )
 
-    return [Worker("outage-detector", run)]
+    delivery_metrics = DeliveryMetrics(ctx.registry, settings.outages.receivers())
+
+    async def deliver(stop: asyncio.Event) -> None:
+        await run_delivery(
+            lambda: db.connect(settings.database, autocommit=True),
+            settings.outages,
+            delivery_metrics,
+            stop,
+        )
+
+    return [Worker("outage-detector", run), Worker("alert-delivery", deliver)]
