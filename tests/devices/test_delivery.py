@@ -30,7 +30,8 @@ from devices.models import DeviceIn
 from devices.outages.delivery import DeliveryMetrics, run_delivery, sign, verify
 from devices.outages.detector import Detector
 from devices.outages.settings import OutagesSettings, WebhookSettings
-from pantau.embedded import free_port
+from pantau.embedded import MosquittoBroker, PostgresCluster, free_port
+from tests.fixtures.pantau_proc import PantauProcess, ingest_env
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 AMTOOL = Path("/usr/bin/amtool")
@@ -497,3 +498,73 @@ def test_the_shipped_alertmanager_config_checks_and_routes(tmp_path: Path) -> No
     assert route("alertname=PantauDeviceDown", "kecamatan=Setu", "severity=warning") == (
         "command-center-telegram"
     )
+
+
+async def test_two_instances_give_one_alert(
+    private_postgres: PostgresCluster,
+    mosquitto: MosquittoBroker,
+    alertmanager: Alertmanager,
+    tmp_path: Path,
+) -> None:
+    """Two `pantau run` on one database: one detector judges (advisory lock), the two delivery
+    workers share the outbox, and Alertmanager is told once."""
+    procs = []
+    for name in ("a", "b"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        env = ingest_env(
+            private_postgres,
+            mosquitto,
+            workdir / "spool",
+            name,
+            PANTAU_OUTAGES__ALERTMANAGER_URLS=json.dumps([alertmanager.url]),
+            PANTAU_OUTAGES__ALERTMANAGER_RESEND_SECONDS="5",
+            PANTAU_OUTAGES__DETECTOR_INTERVAL_SECONDS="1",
+        )
+        procs.append(PantauProcess(env, workdir))
+    try:
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.wait_ready(60)
+        async with await psycopg.AsyncConnection.connect(
+            private_postgres.dsn(), autocommit=True
+        ) as conn:
+            # Registered, never reporting: down after 4 x 2 s.
+            await registry.create_device(
+                conn,
+                DeviceIn.model_validate(
+                    {
+                        "device_id": "wl-setu-21",
+                        "name": "Sensor wl-setu-21",
+                        "device_type": "water_level",
+                        "kecamatan": "setu",
+                        "expected_interval_seconds": 2,
+                    }
+                ),
+                "test",
+            )
+
+            async def notified() -> object:
+                return len(_notified_alerts(alertmanager, "firing", device="wl-setu-21")) == 1
+
+            await until("Alertmanager notifies the outage", notified, within=60)
+            [am_alert] = await _am_alerts(alertmanager)
+            first_ends = am_alert["endsAt"]
+
+            async def renewed() -> object:
+                [a] = await _am_alerts(alertmanager)
+                return a["endsAt"] > first_ends or a["endsAt"]
+
+            await until("the active alert is re-sent", renewed, within=30)
+            assert await _outbox(conn) == [("raised", "alertmanager", "delivered", 1)]
+            cur = await conn.execute("SELECT count(*) FROM outages")
+            assert await cur.fetchone() == (1,)
+        leaders = [p.metric("pantau_outage_detector_leader") for p in procs]
+        assert sorted(leaders) == [0, 1]
+        assert len(_notified_alerts(alertmanager, "firing", device="wl-setu-21")) == 1
+        for proc in procs:
+            assert "worker alert-delivery failed" not in proc.log.read_text()
+    finally:
+        for proc in procs:
+            proc.stop()
