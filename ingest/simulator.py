@@ -5,12 +5,19 @@ mappings. The physics is simple but shaped like the real thing, in WIB time: riv
 semidiurnal tide (stronger near the coast) and a lagged response to rain; rain gauges with
 convective afternoon bursts; PM2.5/PM10 with morning and evening peaks, washed out by rain;
 traffic counts with weekday rush hours; street lights on at night, drawing power.
+
+For `make run` the sensors also misbehave on a schedule (`Incidents`): now and then one falls
+silent for a few minutes, most devices of one kecamatan go dark together (a power cut), and a
+river gauge rises over its alert level and falls back, so outages, an area outage and an alarm
+appear within minutes of starting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 import random
@@ -20,7 +27,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -30,6 +37,9 @@ from pantau.errors import PantauError
 from pantau.regency import KECAMATAN as REGENCY_KECAMATAN
 from pantau.regency import LATITUDE, LONGITUDE
 from pantau.supervisor import Worker
+
+if TYPE_CHECKING:
+    from pantau.settings import EmbeddedSettings
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +215,172 @@ def messages(device: Device, readings: dict[str, float], now: float) -> Iterator
         yield f"bekasi-senml/{kec}/{device.device_id}", orjson.dumps(records)
 
 
+IncidentKind = Literal["silence", "area", "flood"]
+# Siaga 3 of Kali Bekasi at the KP2C gauge is above 350 cm (DESIGN.md); a flood peaks between it
+# and Siaga 2 (450 cm).
+FLOOD_PEAK_CM = 420.0
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One scheduled misbehaviour: the devices fall silent (`silence`: one device, `area`: most
+    of a kecamatan) or a river gauge's level rises to `FLOOD_PEAK_CM` and falls (`flood`)."""
+
+    kind: IncidentKind
+    starts: float
+    ends: float
+    kecamatan: str
+    device_ids: frozenset[str]
+
+    def active(self, now: float) -> bool:
+        return self.starts <= now < self.ends
+
+    def flood_share(self, now: float) -> float:
+        """0..1: how far a flood has risen at `now` (up in the first 30%, held, down in the
+        last 30%)."""
+        if not self.active(now):
+            return 0.0
+        part = (now - self.starts) / (self.ends - self.starts)
+        return min(1.0, part / 0.3, (1 - part) / 0.3)
+
+
+class Incidents:
+    """The simulator's schedule of outages and high water, from `start` (epoch seconds),
+    deterministic for a seed. Every kind recurs about every `*_every` seconds (0: never); an
+    area outage and a flood also come once within the first three minutes."""
+
+    def __init__(
+        self,
+        devices: list[Device],
+        start: float,
+        *,
+        seed: int = 7,
+        silence_every: float = 180.0,
+        area_every: float = 600.0,
+        flood_every: float = 600.0,
+        silence_seconds: tuple[float, float] = (60.0, 180.0),
+        area_seconds: tuple[float, float] = (100.0, 140.0),
+        flood_seconds: tuple[float, float] = (300.0, 420.0),
+    ) -> None:
+        self.devices = devices
+        self.start = start
+        self._seed = seed
+        self._every = {"silence": silence_every, "area": area_every, "flood": flood_every}
+        self._seconds = {"silence": silence_seconds, "area": area_seconds, "flood": flood_seconds}
+        by_kecamatan: dict[str, list[Device]] = {}
+        for device in devices:
+            by_kecamatan.setdefault(device.kecamatan, []).append(device)
+        most = max((len(v) for v in by_kecamatan.values()), default=0)
+        # Kecamatan with enough devices for an area outage (3 by default), else the fullest.
+        self._areas = {k: v for k, v in by_kecamatan.items() if len(v) >= min(3, most)}
+        self._rivers = [d for d in devices if d.kind == "wl"]
+        self._upcoming = self._generate()
+        self._next: Incident | None = next(self._upcoming, None)
+        self._live: list[Incident] = []
+        self.started: list[Incident] = []  # the ones begun so far, in order (for logs)
+
+    @classmethod
+    def from_settings(
+        cls, settings: EmbeddedSettings, devices: list[Device], start: float
+    ) -> Incidents:
+        return cls(
+            devices,
+            start,
+            seed=settings.simulate_seed,
+            silence_every=settings.simulate_silence_every_seconds,
+            area_every=settings.simulate_area_outage_every_seconds,
+            flood_every=settings.simulate_flood_every_seconds,
+        )
+
+    def schedule(self, until: float) -> list[Incident]:
+        """Every incident that starts before `until` (a fresh look, state untouched)."""
+        return list(itertools.takewhile(lambda i: i.starts < until, self._generate()))
+
+    def active(self, now: float) -> list[Incident]:
+        """The incidents under way at `now` (`now` must not go backwards)."""
+        while self._next is not None and self._next.starts <= now:
+            self._live.append(self._next)
+            self.started.append(self._next)
+            _log_incident(self._next)
+            self._next = next(self._upcoming, None)
+        self._live = [i for i in self._live if i.ends > now]
+        return [i for i in self._live if i.active(now)]
+
+    def silent(self, device: Device, now: float) -> bool:
+        return any(i.kind != "flood" and device.device_id in i.device_ids for i in self.active(now))
+
+    def adjust(self, device: Device, readings: dict[str, float], now: float) -> dict[str, float]:
+        """The readings with a flood's water level on top, when one is under way there."""
+        level = readings.get("water_level_cm")
+        if level is None:
+            return readings
+        for incident in self.active(now):
+            if incident.kind == "flood" and device.device_id in incident.device_ids:
+                share = incident.flood_share(now)
+                level = round(level + share * (FLOOD_PEAK_CM - level), 1)
+        return {**readings, "water_level_cm": level}
+
+    def _generate(self) -> Iterator[Incident]:
+        kinds: list[IncidentKind] = ["silence", "area", "flood"]
+        streams = [self._stream(kind, n) for n, kind in enumerate(kinds) if self._every[kind] > 0]
+        return heapq.merge(*streams, key=lambda i: i.starts)
+
+    def _stream(self, kind: IncidentKind, n: int) -> Iterator[Incident]:
+        rng = random.Random(self._seed * 1000 + n)
+        every = self._every[kind]
+        if kind == "silence":
+            at = self.start + rng.uniform(0.3, 1.0) * every
+        else:  # once early, so `make run` shows it within minutes
+            at = self.start + rng.uniform(20.0, min(every, 90.0 if kind == "flood" else 150.0))
+        for _ in itertools.count():
+            incident = self._pick(kind, rng, at, at + rng.uniform(*self._seconds[kind]))
+            if incident is None:
+                return
+            yield incident
+            at += every * rng.uniform(0.8, 1.2)
+
+    def _pick(
+        self, kind: IncidentKind, rng: random.Random, starts: float, ends: float
+    ) -> Incident | None:
+        if kind == "silence":
+            if not self.devices:
+                return None
+            chosen = [rng.choice(self.devices)]
+        elif kind == "area":
+            if not self._areas:
+                return None
+            members = self._areas[rng.choice(sorted(self._areas))]
+            count = max(min(len(members), 3), math.ceil(0.8 * len(members)))
+            chosen = rng.sample(members, count)
+        else:
+            if not self._rivers:
+                return None
+            chosen = [rng.choice(self._rivers)]
+        return Incident(
+            kind, starts, ends, chosen[0].kecamatan, frozenset(d.device_id for d in chosen)
+        )
+
+
+def _log_incident(incident: Incident) -> None:
+    seconds = incident.ends - incident.starts
+    if incident.kind == "silence":
+        log.info("simulator: %s falls silent for %.0f s", min(incident.device_ids), seconds)
+    elif incident.kind == "area":
+        log.info(
+            "simulator: %d devices of %s go dark for %.0f s",
+            len(incident.device_ids),
+            incident.kecamatan,
+            seconds,
+        )
+    else:
+        log.info(
+            "simulator: the river at %s rises to %.0f cm and falls back over %.0f s",
+            min(incident.device_ids),
+            FLOOD_PEAK_CM,
+            seconds,
+        )
+
+
 class SimulatorRefused(PantauError):
     """The broker did not take the simulator's connection."""
 
@@ -223,8 +399,10 @@ class Simulator:
         rate: float,
         username: str | None = None,
         password: str | None = None,
+        incidents: Incidents | None = None,
     ) -> None:
         self.devices = devices
+        self.incidents = incidents
         self.rate = rate
         self.sent = 0
         self._weather = Weather(random.Random(11))
@@ -286,13 +464,14 @@ class Simulator:
                 )
             started = time.monotonic()
             next_at = started
-            for topic, payload in self._stream():
+            for message in self._stream():
                 if stop.is_set() or (
                     duration is not None and time.monotonic() - started >= duration
                 ):
                     break
-                last = self._client.publish(topic, payload, qos=1)
-                self.sent += 1
+                if message is not None:
+                    last = self._client.publish(*message, qos=1)
+                    self.sent += 1
                 next_at += 1 / self.rate
                 delay = next_at - time.monotonic()
                 if delay > 0:
@@ -313,9 +492,17 @@ class Simulator:
             )
         return self.sent
 
-    def _stream(self) -> Iterator[tuple[str, bytes]]:
+    def _stream(self) -> Iterator[tuple[str, bytes] | None]:
+        """The messages in turn; None for a silent device's turn (it keeps its time slot, so
+        the others' interval stays the registered one)."""
         while True:
             for device in self.devices:
                 now = time.time()
                 self._weather.step(now)
-                yield from messages(device, sample(device, self._weather, now), now)
+                readings = sample(device, self._weather, now)
+                if self.incidents is not None:
+                    if self.incidents.silent(device, now):
+                        yield None
+                        continue
+                    readings = self.incidents.adjust(device, readings, now)
+                yield from messages(device, readings, now)

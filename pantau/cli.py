@@ -316,6 +316,10 @@ def dev() -> None:
                 f"  Simulator    {settings.embedded.simulate_devices} sensors, "
                 f"{settings.embedded.simulate_rate:g} messages/s "
                 "(PANTAU_EMBEDDED__SIMULATE_DEVICES=0 turns it off)",
+                "               now and then a sensor falls silent, a kecamatan goes dark, a "
+                "river rises over Siaga 3 (PANTAU_EMBEDDED__SIMULATE_INCIDENTS=false: never)"
+                if settings.embedded.simulate_incidents
+                else "               incidents off",
                 f"  Logs         {stack.var_dir / 'log'} and {stack.mosquitto.log_file}",
                 f"  CLI          {cli_command(client_config)} devices list",
                 f"               (or: {activate_hint(client_config)}; pantau devices list)",
@@ -326,7 +330,9 @@ def dev() -> None:
 
         extra = []
         if simulated:
-            from ingest.simulator import Simulator
+            import time
+
+            from ingest.simulator import Incidents, Simulator
             from pantau.dev import SIMULATOR_USER
 
             simulator = Simulator(
@@ -336,6 +342,9 @@ def dev() -> None:
                 rate=settings.embedded.simulate_rate,
                 username=SIMULATOR_USER,
                 password=stack.simulator_password,
+                incidents=Incidents.from_settings(settings.embedded, simulated, time.time())
+                if settings.embedded.simulate_incidents
+                else None,
             )
             extra.append(simulator.worker())
         asyncio.run(service.run(effective, on_started=banner, extra_workers=extra))

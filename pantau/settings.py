@@ -271,6 +271,27 @@ class EmbeddedSettings(_Section):
     simulate_rate: float = Field(
         12.0, gt=0, description="`pantau dev`: messages per second from all simulated sensors"
     )
+    simulate_incidents: bool = Field(
+        True,
+        description="`pantau dev`: now and then a simulated sensor falls silent, most of a "
+        "kecamatan goes dark, a river rises over Siaga 3 (outages and alarms to watch)",
+    )
+    simulate_silence_every_seconds: float = Field(
+        180.0, ge=0, description="`pantau dev`: about how often one sensor falls silent (0 = never)"
+    )
+    simulate_area_outage_every_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="`pantau dev`: about how often a kecamatan goes dark, also once within the "
+        "first 3 minutes (0 = never)",
+    )
+    simulate_flood_every_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="`pantau dev`: about how often a river gauge rises to 420 cm, also once within "
+        "the first 3 minutes (0 = never)",
+    )
+    simulate_seed: int = Field(7, description="`pantau dev`: the seed of the incidents' schedule")
 
 
 class DevicesSettings(_Section):

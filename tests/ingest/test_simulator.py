@@ -14,14 +14,18 @@ from ingest.batch import Message, Processor
 from ingest.simulator import (
     KECAMATAN,
     KINDS,
+    Incidents,
+    Simulator,
     Weather,
     build_devices,
     messages,
     report_interval_seconds,
     sample,
 )
-from pantau.embedded import MosquittoBroker
+from pantau.embedded import MosquittoBroker, PostgresCluster
 from pantau.mappings import default_mappings
+from pantau.settings import EmbeddedSettings
+from tests.fixtures.pantau_proc import PantauProcess, ingest_env, wait_for
 
 
 def at_wib(hour: float, day: int = 25) -> float:
@@ -187,3 +191,146 @@ def test_simulate_rejects_unknown_format(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--format 'xml': expected mixed, number, json or senml" in result.stderr
+
+
+def test_incidents_silence_devices_darken_a_kecamatan_and_raise_a_river() -> None:
+    """`make run`'s schedule (defaults of [embedded]): over an hour, a device falls silent
+    every few minutes for 1-3 minutes; most of one kecamatan goes dark for ~2 minutes within
+    the first 3 minutes and every ~10; a river gauge rises over Siaga 3 (350 cm) and falls."""
+    devices = build_devices(60)
+    start = at_wib(9)
+    incidents = Incidents.from_settings(EmbeddedSettings(), devices, start)
+    hour = incidents.schedule(start + 3600)
+    assert hour == Incidents.from_settings(EmbeddedSettings(), devices, start).schedule(
+        start + 3600
+    )  # deterministic for a seed
+    silences = [i for i in hour if i.kind == "silence"]
+    areas = [i for i in hour if i.kind == "area"]
+    floods = [i for i in hour if i.kind == "flood"]
+    assert 15 <= len(silences) <= 30
+    assert all(len(i.device_ids) == 1 and 60 <= i.ends - i.starts <= 180 for i in silences)
+    assert silences[0].starts - start <= 180
+    assert 5 <= len(areas) <= 8
+    assert areas[0].starts - start < 180
+    for area in areas:
+        members = {d.device_id for d in devices if d.kecamatan == area.kecamatan}
+        assert len(area.device_ids) >= 3
+        assert area.device_ids <= members
+        assert len(area.device_ids) > len(members) / 2
+        assert 100 <= area.ends - area.starts <= 140
+    assert floods[0].starts - start < 180
+    assert 5 <= len(floods) <= 8
+
+    # Replayed in time as the simulator does: silent devices send nothing; the flooded gauge
+    # reads over 350 cm for minutes, and normal (~150) before and after.
+    flood = floods[0]
+    [river] = [d for d in devices if d.device_id in flood.device_ids]
+    levels: list[tuple[float, float]] = []
+    silent_seen: set[str] = set()
+    for t in range(int(start), int(start + 1800), 5):
+        for device in devices:
+            if incidents.silent(device, t):
+                silent_seen.add(device.device_id)
+        level = incidents.adjust(river, sample(river, dry(), t), t)["water_level_cm"]
+        levels.append((t, level))
+    over = [t for t, level in levels if level > 350]
+    assert over
+    assert flood.starts < min(over)
+    assert max(over) < flood.ends
+    assert max(over) - min(over) >= 120
+    assert all(level < 300 for t, level in levels if not flood.active(t))
+    assert [i.kind for i in incidents.started] == [
+        i.kind for i in hour if i.starts < start + 1800 - 5
+    ]
+    in_first_half = set().union(
+        *(i.device_ids for i in hour if i.kind != "flood" and i.starts < start + 1795)
+    )
+    assert silent_seen == in_first_half
+
+
+def test_incidents_off_when_every_is_zero() -> None:
+    devices = build_devices(60)
+    none = Incidents(devices, 0.0, silence_every=0, area_every=0, flood_every=0)
+    assert none.schedule(86400) == []
+    only_floods = Incidents(devices, 0.0, silence_every=0, area_every=0)
+    assert {i.kind for i in only_floods.schedule(86400)} == {"flood"}
+
+
+def test_simulated_silence_becomes_an_outage(
+    migrated_db: str, postgres_cluster: PostgresCluster, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A short real run: the simulator against a real broker, `pantau run` writing and judging,
+    and a device the schedule silences shows as a device outage in the database."""
+    import asyncio
+
+    import psycopg
+
+    from devices import registry
+    from devices.models import DeviceIn
+
+    devices = build_devices(6)
+    rate = 8.0
+    interval = report_interval_seconds(devices, rate)
+
+    async def register() -> None:
+        async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
+            for sim in devices:
+                await registry.create_device(
+                    conn,
+                    DeviceIn.model_validate(
+                        {
+                            "device_id": sim.device_id,
+                            "name": sim.device_id,
+                            "device_type": sim.device_type,
+                            "kecamatan": sim.kecamatan_id,
+                            "expected_interval_seconds": interval,
+                            "payload_format": sim.fmt,
+                        }
+                    ),
+                    "test",
+                )
+
+    asyncio.run(register())
+    incidents = Incidents(
+        devices,
+        time.time(),
+        seed=3,
+        silence_every=15,
+        area_every=0,
+        flood_every=0,
+        silence_seconds=(90, 90),
+    )
+    [first] = incidents.schedule(time.time() + 15)
+    env = ingest_env(
+        postgres_cluster,
+        mosquitto,
+        tmp_path / "spool",
+        "simulated-outage",
+        PANTAU_DATABASE__URL=migrated_db,
+        PANTAU_OUTAGES__DETECTOR_INTERVAL_SECONDS="1",
+    )
+    pantau = PantauProcess(env, tmp_path)
+    simulator = Simulator(
+        devices, host="127.0.0.1", port=mosquitto.port, rate=rate, incidents=incidents
+    )
+    stop = threading.Event()
+    publishing = threading.Thread(target=simulator.run, args=(stop,))
+    pantau.start()
+    try:
+        pantau.wait_ready()
+        publishing.start()
+
+        def outage() -> object:
+            with psycopg.connect(migrated_db) as conn:
+                rows = conn.execute(
+                    "SELECT device_id, cause FROM outages WHERE kind = 'device'"
+                ).fetchall()
+            return rows == [(min(first.device_ids), "silent")] or rows
+
+        wait_for("the silenced device's outage", outage, timeout=15 + 10 * interval + 30)
+        assert simulator.sent > 0
+    finally:
+        stop.set()
+        if publishing.is_alive():
+            publishing.join(15)
+        pantau.stop()
