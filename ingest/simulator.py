@@ -485,6 +485,9 @@ class Simulator:
         finally:
             self._client.disconnect()
             self._client.loop_stop()
+            # loop_start's wake-up socket pair is otherwise closed only when the client is
+            # collected (a ResourceWarning when a cycle is collected first).
+            self._client._reset_sockets()
         if self.sent and self.refused == self.sent:
             raise SimulatorRefused(
                 f"the MQTT broker {self._host}:{self._port} refused every message: this user may "

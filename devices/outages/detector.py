@@ -84,15 +84,18 @@ class DetectorMetrics:
 
 # Judge every device and write the states that changed. Parameters: now, late and down
 # factors, recovery factor and floor, the detector interval (a learned interval's floor).
+# EXCEPT (a hashed set difference), not NOT EXISTS: on a liveness table without statistics the
+# anti join was a nested loop over the rows being inserted (8 s for 20,000 new devices).
 _NEW_DEVICES = """
 INSERT INTO device_liveness (device_id)
-SELECT device_id FROM devices d
-WHERE NOT EXISTS (SELECT 1 FROM device_liveness l WHERE l.device_id = d.device_id)
+SELECT device_id FROM devices EXCEPT SELECT device_id FROM device_liveness
 ON CONFLICT (device_id) DO NOTHING
 """
 
+# `judged` is MATERIALIZED: inlined, its maintenance-window EXISTS ran once per use of
+# `paused` (18 subplans per device).
 _JUDGE = """
-WITH judged AS (
+WITH judged AS MATERIALIZED (
     SELECT l.device_id, l.state AS old_state, l.cause AS old_cause, l.recovering_since,
            l.learned_interval_seconds AS learned, l.last_arrival_at,
            l.reported_state, l.reported_cause, l.reported_at,
