@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from devices.outages import alarms
 from devices.outages.settings import OutagesSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class PassResult:
     closed: int
     areas_opened: int
     areas_closed: int
+    alarms_opened: int = 0
+    alarms_closed: int = 0
 
 
 class DetectorMetrics:
@@ -299,6 +302,7 @@ class Detector:
                 closed = [row["id"] for row in await cur.fetchall()]
                 await cur.execute(_RESOLVE, {"ids": closed})
             areas_opened, areas_closed = await self._areas(cur, now, receivers)
+            alarms_opened, alarms_closed = await alarms.evaluate(cur, now, receivers)
         if self.metrics:
             m = self.metrics
             m.pass_seconds.observe(time.perf_counter() - started)
@@ -308,12 +312,15 @@ class Detector:
                     m.transitions.labels(r["new_state"]).inc()
             m.opened.labels("device").inc(len(opened))
             m.opened.labels("area").inc(areas_opened)
+            m.opened.labels("alarm").inc(alarms_opened)
         return PassResult(
             transitions=sum(1 for r in changed if r["new_state"] != r["old_state"]),
             opened=len(opened),
             closed=len(closed),
             areas_opened=areas_opened,
             areas_closed=areas_closed,
+            alarms_opened=alarms_opened,
+            alarms_closed=alarms_closed,
         )
 
     async def _areas(
