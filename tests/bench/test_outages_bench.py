@@ -9,16 +9,24 @@ import asyncio
 import contextlib
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devices.outages.delivery import DeliveryMetrics, run_delivery
 from devices.outages.detector import Detector, DetectorMetrics, run_detector
 from devices.outages.settings import OutagesSettings
 from pantau import migrate
+from tests.devices.test_delivery import (  # a real Alertmanager on a free port
+    Alertmanager,
+    alertmanager,  # noqa: F401 - fixture
+    notified,  # noqa: F401 - fixture
+)
 
 pytestmark = pytest.mark.bench
 
@@ -147,16 +155,46 @@ async def _poll(
     raise AssertionError(f"not within the deadline: {sql}")
 
 
-async def test_outages_with_the_real_worker(database_url: str) -> None:
-    """The detector worker (interval 5 s) on 20,000 devices: three devices cross their down
-    threshold at chosen moments, then the 1,000 devices of one kecamatan at once."""
-    settings = SETTINGS.model_copy(update={"detector_interval_seconds": 5.0})
+async def _am_setu(am: Alertmanager) -> list[dict[str, Any]]:
+    """The active alerts Alertmanager holds for the dark kecamatan."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{am.url}/api/v2/alerts", timeout=5)
+        response.raise_for_status()
+        return [a for a in response.json() if a["labels"].get("kecamatan") == "Setu"]
+
+
+async def _until(what: str, check: Callable[[], Awaitable[bool]], deadline: float) -> float:
+    while time.time() < deadline:
+        if await check():
+            return time.time()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what}: not within the deadline")
+
+
+async def test_outages_with_the_real_worker(
+    database_url: str,
+    alertmanager: Alertmanager,  # noqa: F811 - the fixture imported above
+) -> None:
+    """The detector worker (interval 5 s) and the delivery worker on 20,000 devices, with a
+    real Alertmanager (group_wait 1 s): three devices cross their down threshold at chosen
+    moments, then the 1,000 devices of one kecamatan at once."""
+    settings = SETTINGS.model_copy(
+        update={"detector_interval_seconds": 5.0, "alertmanager_urls": [alertmanager.url]}
+    )
     async with await _connect(database_url) as conn:
         await _populate(conn, datetime.now(UTC))
         metrics = DetectorMetrics(CollectorRegistry())
         stop = asyncio.Event()
         worker = asyncio.create_task(
             run_detector(lambda: _connect(database_url), settings, metrics, stop)
+        )
+        delivery = asyncio.create_task(
+            run_delivery(
+                lambda: _connect(database_url),
+                settings,
+                DeliveryMetrics(CollectorRegistry(), settings.receivers()),
+                stop,
+            )
         )
         try:
             down_after = settings.down_factor * INTERVAL
@@ -191,7 +229,7 @@ async def test_outages_with_the_real_worker(database_url: str) -> None:
             area_seen = await _poll(
                 conn,
                 "SELECT count(*) = 1 FROM outages o JOIN alert_outbox b ON b.outage_id = o.id"
-                " WHERE o.kind = 'area' AND o.kecamatan = %s AND b.status = 'pending'",
+                " WHERE o.kind = 'area' AND o.kecamatan = %s AND b.status <> 'grouped'",
                 (DARK,),
                 threshold + 30,
             )
@@ -203,10 +241,33 @@ async def test_outages_with_the_real_worker(database_url: str) -> None:
                 (DARK,),
             )
             grouped, pending = await cur.fetchone() or (0, 0)
+
+            async def in_alertmanager() -> bool:
+                return bool(await _am_setu(alertmanager))
+
+            async def notified_once() -> bool:
+                return any(
+                    a["labels"].get("kecamatan") == "Setu"
+                    for n in alertmanager.notifications()
+                    for a in n["alerts"]
+                )
+
+            am_seen = await _until(
+                "Alertmanager has the area alert", in_alertmanager, area_seen + 30
+            )
+            am_notified = await _until("Alertmanager notifies it", notified_once, am_seen + 30)
+            setu_alerts = await _am_setu(alertmanager)
+            setu_notified = [
+                a
+                for n in alertmanager.notifications()
+                for a in n["alerts"]
+                if a["labels"].get("kecamatan") == "Setu"
+            ]
         finally:
             stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(worker, 30)
+            for task in (worker, delivery):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, 30)
     passes = metrics.pass_seconds.collect()[0].samples
     count = next(s.value for s in passes if s.name.endswith("_count"))
     total = next(s.value for s in passes if s.name.endswith("_sum"))
@@ -216,10 +277,19 @@ async def test_outages_with_the_real_worker(database_url: str) -> None:
             "outage raised after its threshold (3 devices)": ", ".join(
                 f"{d:.1f} s" for d in delays
             ),
-            f"{DARK_DEVICES:,} go dark: area outage + its pending outbox row after the threshold": (
+            f"{DARK_DEVICES:,} go dark: area outage + its outbox row, after the threshold": (
                 f"{area_seen - threshold:.1f} s"
             ),
             "device outbox rows grouped under it / pending": f"{grouped} / {pending}",
+            "... Alertmanager holds the area alert, after the threshold": (
+                f"{am_seen - threshold:.1f} s"
+            ),
+            "... Alertmanager has notified its receiver (group_wait 1 s)": (
+                f"{am_notified - threshold:.1f} s"
+            ),
+            "alerts for the kecamatan in Alertmanager / in the notification": (
+                f"{len(setu_alerts)} / {len(setu_notified)}"
+            ),
             "worker passes, mean duration": f"{total / count * 1000:.0f} ms over {count:.0f}",
         },
     )
@@ -227,3 +297,6 @@ async def test_outages_with_the_real_worker(database_url: str) -> None:
     assert area_seen - threshold < 10
     assert grouped == DARK_DEVICES
     assert pending == 0
+    assert am_seen - threshold < 10
+    assert len(setu_alerts) == 1
+    assert len(setu_notified) == 1
