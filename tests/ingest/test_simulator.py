@@ -290,17 +290,6 @@ def test_simulated_silence_becomes_an_outage(
                     "test",
                 )
 
-    asyncio.run(register())
-    incidents = Incidents(
-        devices,
-        time.time(),
-        seed=3,
-        silence_every=15,
-        area_every=0,
-        flood_every=0,
-        silence_seconds=(90, 90),
-    )
-    [first] = incidents.schedule(time.time() + 15)
     env = ingest_env(
         postgres_cluster,
         mosquitto,
@@ -310,9 +299,7 @@ def test_simulated_silence_becomes_an_outage(
         PANTAU_OUTAGES__DETECTOR_INTERVAL_SECONDS="1",
     )
     pantau = PantauProcess(env, tmp_path)
-    simulator = Simulator(
-        devices, host="127.0.0.1", port=mosquitto.port, rate=rate, incidents=incidents
-    )
+    simulator = Simulator(devices, host="127.0.0.1", port=mosquitto.port, rate=rate)
     stop = threading.Event()
     publishing = threading.Thread(target=simulator.run, args=(stop,))
     pantau.start()
@@ -320,12 +307,39 @@ def test_simulated_silence_becomes_an_outage(
         pantau.wait_ready()
         publishing.start()
 
+        def arrivals() -> object:
+            with psycopg.connect(migrated_db) as conn:
+                row = conn.execute("SELECT count(*) FROM device_last_seen").fetchone()
+            return (row is not None and row[0] == len(devices)) or row
+
+        # Registered once they report, so none is judged on a start that took long.
+        wait_for("every simulated device reports", arrivals, timeout=30)
+        asyncio.run(register())
+        incidents = Incidents(
+            devices,
+            time.time(),
+            seed=3,
+            silence_every=15,
+            area_every=0,
+            flood_every=0,
+            silence_seconds=(90, 90),
+        )
+        [first] = incidents.schedule(incidents.start + 15)
+        simulator.incidents = incidents  # the publishing thread picks it up at its next turn
+        [silenced] = first.device_ids
+
         def outage() -> object:
             with psycopg.connect(migrated_db) as conn:
                 rows = conn.execute(
-                    "SELECT device_id, cause FROM outages WHERE kind = 'device'"
+                    "SELECT device_id, cause, started_at FROM outages WHERE kind = 'device'"
                 ).fetchall()
-            return rows == [(min(first.device_ids), "silent")] or rows
+            return (
+                any(
+                    d == silenced and c == "silent" and t.timestamp() >= first.starts - interval
+                    for d, c, t in rows
+                )
+                or rows
+            )
 
         wait_for("the silenced device's outage", outage, timeout=15 + 10 * interval + 30)
         assert simulator.sent > 0
