@@ -14,8 +14,9 @@ own start, end and duration in the history, and the outbox announces each level 
 in place would never tell it.
 
 Incremental: a pass evaluates only the devices whose `device_last_seen.last_received_at` moved
-past the watermark, those with an open alarm (their windows slide with time) and those with a
-level pending its minimum duration. Windows are anchored on the device's own clock shifted to
+past the watermark (the last pass's time less a margin for writers committing late), those with
+an open alarm (their windows slide with time) and those with a level pending its minimum
+duration. Windows are anchored on the device's own clock shifted to
 now (`now + last_reading_at - last_received_at`), so a gauge sending local time as UTC, or a
 clock of 1970, still sums its last hour. Devices paused (not active, or in a maintenance window)
 never raise alarms, and an alarm they had ends.
@@ -33,13 +34,14 @@ from psycopg.types.json import Jsonb
 
 from devices.outages import detector as _outbox  # its outbox SQL; it imports this module back
 
-# A writer's transaction takes its arrival time (now()) when it starts and commits later: the
-# devices that arrived this long before the watermark are evaluated again (harmless: a pass on
-# unchanged readings changes nothing).
+# A writer's transaction takes its arrival time (now()) when it starts and commits later, within
+# this margin: a pass at `now` has seen every arrival up to `now - margin`, and moves the
+# watermark there. An arrival is judged by the passes of `margin` after it (harmless: a pass on
+# unchanged readings changes nothing), and a stalled ingestion costs nothing.
 WATERMARK_MARGIN = timedelta(seconds=10)
 
 # One row per candidate device and level in force, with the level's measure. Parameters: now,
-# since (the watermark less its margin).
+# since (the watermark).
 _LEVELS = """
 WITH moved AS (
     SELECT s.device_id FROM device_last_seen s WHERE s.last_received_at > %(since)s
@@ -159,13 +161,13 @@ async def evaluate(
     # estimates) costs seconds and saves nothing.
     await cur.execute("SET LOCAL jit = off")
     await cur.execute(
-        "SELECT w.evaluated_to, (SELECT max(last_received_at) FROM device_last_seen) AS newest"
-        " FROM alarm_watermark w"
+        "UPDATE alarm_watermark w SET evaluated_to = GREATEST(w.evaluated_to, %s)"
+        " FROM alarm_watermark prev RETURNING prev.evaluated_to",
+        (now - WATERMARK_MARGIN,),
     )
     mark = await cur.fetchone()
     assert mark is not None  # noqa: S101 - the migration inserts the one row
-    newest = mark["newest"]
-    await cur.execute(_LEVELS, {"now": now, "since": mark["evaluated_to"] - WATERMARK_MARGIN})
+    await cur.execute(_LEVELS, {"now": now, "since": mark["evaluated_to"]})
     rows = await cur.fetchall()
     await cur.execute(_OPEN_ALARMS)
     open_alarms = {(r["device_id"], r["metric"]): r for r in await cur.fetchall()}
@@ -214,11 +216,6 @@ async def evaluate(
                     list(changes.pending.values()),
                 ),
             )
-    if newest is not None:
-        await cur.execute(
-            "UPDATE alarm_watermark SET evaluated_to = %s WHERE evaluated_to < %s",
-            (newest, newest),
-        )
     return len(opened), len(closed)
 
 
