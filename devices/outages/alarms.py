@@ -1,9 +1,10 @@
 """Value alarms: a metric's named, ordered levels (alarm_levels, overridden per device by
 device_alarm_levels) judged from the readings as they are written, inside the detector's pass.
 
-A level **holds** when its measure reaches `raise_at`: the metric's latest value, or the sum of
-the metric over `window_seconds` (rainfall: many small readings make heavy rain). It is
-**reached** when it has held for `min_duration_seconds`. A device has at most one open alarm per
+A level **holds** when its measure reaches `raise_at`: the metric's latest value (of the last
+24 hours: an older one is no news), or the sum of the metric over `window_seconds` (rainfall:
+many small readings make heavy rain). It is **reached** when it has held for
+`min_duration_seconds`. A device has at most one open alarm per
 metric, at the highest level reached; it stays while the measure is at or above its level's
 `clear_at` (hysteresis), and when it falls below, the alarm steps down to the highest lower level
 whose measure is still at or above that level's `clear_at`, or ends.
@@ -40,21 +41,27 @@ from devices.outages import detector as _outbox  # its outbox SQL; it imports th
 # unchanged readings changes nothing), and a stalled ingestion costs nothing.
 WATERMARK_MARGIN = timedelta(seconds=10)
 
-# One row per candidate device and level in force, with the level's measure. Parameters: now,
-# since (the watermark).
+# The candidate devices' levels in force, for the (device, metric) pairs that need a decision:
+# a level's measure reaches its lowest raise level, or an alarm is open, or a level is pending.
+# Each measure (latest value, or a window's sum) is read once per device, metric and window;
+# the other pairs (most devices, most of the time) end in SQL. Parameters: now, since (the
+# watermark).
 _LEVELS = """
-WITH moved AS (
+WITH moved AS MATERIALIZED (
     SELECT s.device_id FROM device_last_seen s WHERE s.last_received_at > %(since)s
 ),
 candidates AS (
-    SELECT device_id FROM moved
-    UNION SELECT device_id FROM outages WHERE kind = 'alarm' AND ended_at IS NULL
-    UNION SELECT device_id FROM alarm_pending
+    SELECT device_id, bool_or(moved) AS moved
+    FROM (SELECT device_id, true AS moved FROM moved
+          UNION ALL
+          SELECT device_id, false FROM outages WHERE kind = 'alarm' AND ended_at IS NULL
+          UNION ALL
+          SELECT device_id, false FROM alarm_pending) c
+    GROUP BY device_id
 ),
-devs AS (
-    SELECT d.device_id, d.device_type, s.last_received_at,
+devs AS MATERIALIZED (
+    SELECT d.device_id, d.device_type, c.moved, s.last_received_at,
            %(now)s + (s.last_reading_at - s.last_received_at) AS anchor,
-           d.device_id IN (SELECT device_id FROM moved) AS moved,
            d.status <> 'active' OR EXISTS (
                SELECT 1 FROM maintenance_windows w
                WHERE (w.device_id = d.device_id OR w.kecamatan = d.kecamatan)
@@ -64,39 +71,66 @@ devs AS (
     JOIN devices d USING (device_id)
     LEFT JOIN device_last_seen s USING (device_id)
 ),
-levels AS (
-    SELECT v.device_id, v.paused, v.moved, v.last_received_at, v.anchor,
-           o.metric, o.rank, o.name, o.severity, o.raise_at, o.clear_at, o.window_seconds,
-           o.min_duration_seconds
-    FROM devs v JOIN device_alarm_levels o USING (device_id)
+type_ladders AS (
+    SELECT device_type, metric, window_seconds, min(raise_at) AS lowest
+    FROM alarm_levels GROUP BY device_type, metric, window_seconds
+),
+own_ladders AS (
+    SELECT device_id, metric, window_seconds, min(raise_at) AS lowest
+    FROM device_alarm_levels GROUP BY device_id, metric, window_seconds
+),
+ladders AS (
+    SELECT v.device_id, v.anchor, o.metric, o.window_seconds, o.lowest
+    FROM devs v JOIN own_ladders o USING (device_id)
+    WHERE NOT v.paused
     UNION ALL
-    SELECT v.device_id, v.paused, v.moved, v.last_received_at, v.anchor,
-           t.metric, t.rank, t.name, t.severity, t.raise_at, t.clear_at, t.window_seconds,
-           t.min_duration_seconds
-    FROM devs v JOIN alarm_levels t ON t.device_type = v.device_type
-    WHERE NOT EXISTS (SELECT 1 FROM device_alarm_levels o
+    SELECT v.device_id, v.anchor, t.metric, t.window_seconds, t.lowest
+    FROM devs v JOIN type_ladders t ON t.device_type = v.device_type
+    WHERE NOT v.paused
+      AND NOT EXISTS (SELECT 1 FROM device_alarm_levels o
                       WHERE o.device_id = v.device_id AND o.metric = t.metric)
 ),
-measures AS (
-    SELECT k.device_id, k.metric, k.window_seconds,
-           CASE WHEN k.window_seconds IS NULL THEN
+measured AS MATERIALIZED (
+    SELECT g.device_id, g.metric, g.window_seconds, g.lowest,
+           CASE WHEN g.window_seconds IS NULL THEN
                     (SELECT r.value FROM readings r
-                     WHERE r.device_id = k.device_id AND r.metric = k.metric
+                     WHERE r.device_id = g.device_id AND r.metric = g.metric
+                       AND r.time > g.anchor - interval '1 day'
                      ORDER BY r.time DESC LIMIT 1)
                 ELSE
                     (SELECT COALESCE(sum(r.value), 0) FROM readings r
-                     WHERE r.device_id = k.device_id AND r.metric = k.metric
-                       AND r.time > k.anchor - make_interval(secs => k.window_seconds)
-                       AND r.time <= k.anchor)
+                     WHERE r.device_id = g.device_id AND r.metric = g.metric
+                       AND r.time > g.anchor - make_interval(secs => g.window_seconds)
+                       AND r.time <= g.anchor)
            END AS value
-    FROM (SELECT DISTINCT device_id, metric, window_seconds, anchor
-          FROM levels WHERE NOT paused) k
+    FROM ladders g
+),
+wanted AS (
+    SELECT device_id, metric FROM measured WHERE value >= lowest
+    UNION
+    SELECT device_id, metric FROM outages WHERE kind = 'alarm' AND ended_at IS NULL
+    UNION
+    SELECT device_id, metric FROM alarm_pending
 )
-SELECT l.*, m.value
-FROM levels l
-LEFT JOIN measures m ON m.device_id = l.device_id AND m.metric = l.metric
+SELECT v.device_id, v.paused, v.moved, v.last_received_at, w.metric, l.rank, l.name,
+       l.severity, l.raise_at, l.clear_at, l.window_seconds, l.min_duration_seconds, m.value
+FROM wanted w
+JOIN devs v USING (device_id)
+JOIN LATERAL (
+    SELECT o.rank, o.name, o.severity, o.raise_at, o.clear_at, o.window_seconds,
+           o.min_duration_seconds
+    FROM device_alarm_levels o WHERE o.device_id = v.device_id AND o.metric = w.metric
+    UNION ALL
+    SELECT t.rank, t.name, t.severity, t.raise_at, t.clear_at, t.window_seconds,
+           t.min_duration_seconds
+    FROM alarm_levels t
+    WHERE t.device_type = v.device_type AND t.metric = w.metric
+      AND NOT EXISTS (SELECT 1 FROM device_alarm_levels o
+                      WHERE o.device_id = v.device_id AND o.metric = w.metric)
+) l ON true
+LEFT JOIN measured m ON m.device_id = v.device_id AND m.metric = w.metric
                     AND m.window_seconds IS NOT DISTINCT FROM l.window_seconds
-ORDER BY l.device_id, l.metric, l.rank
+ORDER BY v.device_id, w.metric, l.rank
 """
 
 _OPEN_ALARMS = """
