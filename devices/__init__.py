@@ -20,6 +20,7 @@ def workers(ctx: ServiceContext) -> list[Worker]:
 
 
 def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
+    from devices import outages
     from devices.api import registry_error_response, router
     from devices.credentials import issuer_for
     from devices.dynsec import DynsecError
@@ -29,6 +30,7 @@ def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
     app.state.credentials = issuer_for(ctx.settings.mqtt)
     app.include_router(router)
     app.include_router(phone_page())
+    outages.setup_app(app, ctx)
 
     @app.exception_handler(RegistryError)
     async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
@@ -61,6 +63,8 @@ def phone_page() -> APIRouter:
 
 
 def register_cli(app: typer.Typer) -> None:
+    from devices import outages
     from devices.cli import app as devices_app
 
     app.add_typer(devices_app, name="devices")
+    outages.register_cli(app)

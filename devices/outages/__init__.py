@@ -8,6 +8,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import typer
+    from fastapi import FastAPI
+
     from pantau.context import ServiceContext
     from pantau.supervisor import Worker
 
@@ -37,3 +40,15 @@ def workers(ctx: ServiceContext) -> list[Worker]:
         )
 
     return [Worker("outage-detector", run), Worker("alert-delivery", deliver)]
+
+
+def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
+    from devices.outages.report_api import router
+
+    app.include_router(router)
+
+
+def register_cli(app: typer.Typer) -> None:
+    from devices.outages.report_cli import app as report_app
+
+    app.add_typer(report_app, name="report")
