@@ -1,5 +1,6 @@
 """Messages in, batches out: route each message to its mapping's decoder and collect the readings
-to write, the payloads to quarantine and the acknowledgements owed once both are durable."""
+to write, the statuses devices report of themselves, the payloads to quarantine and the
+acknowledgements owed once all are durable."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from ingest.decoders import (
     NO_MAPPING,
@@ -58,6 +60,17 @@ class Quarantined:
         return self.sha256 if self.sha256 is not None else hashlib.sha256(self.payload).digest()
 
 
+class StatusReport(NamedTuple):
+    """A status (or last-will) message's news, written with its batch through
+    pantau_report_status: the device says it is up or down, at the message's arrival time."""
+
+    device: str
+    up: bool
+    cause: str | None
+    received_at: datetime
+    origin: int  # the index of its message in the batch
+
+
 @dataclass(slots=True)
 class Batch:
     readings: list[Reading] = field(default_factory=list)
@@ -65,6 +78,7 @@ class Batch:
     origins: list[int] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     quarantine: list[Quarantined] = field(default_factory=list)
+    statuses: list[StatusReport] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.readings)
@@ -88,6 +102,20 @@ class Batch:
             self.quarantine.append(
                 Quarantined(m.received_at, m.topic, m.payload, reason, detail, None, min(names))
             )
+
+    def last_statuses(self) -> list[tuple[StatusReport, bool]]:
+        """Each device's last status in the batch (sorted by device, so concurrent instances
+        lock rows in one order), and whether a reading of the device came after it."""
+        last: dict[str, StatusReport] = {}
+        for status in self.statuses:
+            last[status.device] = status
+        if not last:
+            return []
+        newest: dict[str, int] = {}  # device -> index of its last message with readings
+        for reading, origin in zip(self.readings, self.origins, strict=True):
+            if reading[1] in last:
+                newest[reading[1]] = origin
+        return [(last[d], newest.get(d, -1) > last[d].origin) for d in sorted(last)]
 
     @property
     def acks(self) -> list[tuple[int, int, int]]:
@@ -185,6 +213,9 @@ class Processor:
         if readings:
             batch.readings.extend(readings)
             batch.origins.extend([index] * len(readings))
+        if decoded.status is not None:
+            device, up, cause = decoded.status
+            batch.statuses.append(StatusReport(device, up, cause, message.received_at, index))
         if decoded.problems:
             first = decoded.problems[0]
             detail = "; ".join(p.detail for p in decoded.problems[:5])

@@ -2,12 +2,13 @@
 
 Nothing here raises on bad input: every way a payload can be wrong ends as a `Problem`, and the
 message is quarantined whole by the caller. Formats: a bare number (device and metric from the
-topic), JSON objects (fixed metric paths, a {metric: value} object, or an array of records) and
-SenML JSON (RFC 8428).
+topic), JSON objects (fixed metric paths, a {metric: value} object, or an array of records),
+SenML JSON (RFC 8428), and status (a device's `online`/`offline`: a status, not a reading).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from pantau.mappings import CONVERSIONS, MappingSettings, parse_path
 
 # (time, device_id, metric, value): the row written to `readings`.
 Reading = tuple[datetime, str, str, float]
+# (device_id, up, cause): what a status or last-will message says of its device.
+Status = tuple[str, bool, str | None]
 
 # Reasons are a closed set: they label metrics and are what `quarantine replay --reason` takes.
 NO_MAPPING = "no_mapping"
@@ -38,6 +41,7 @@ REJECTED = "rejected_by_database"
 PAYLOAD_TOO_LARGE = "payload_too_large"
 TOO_MANY_READINGS = "too_many_readings"
 UNSTORABLE = "unstorable"
+BAD_STATUS = "bad_status"
 REASONS = (
     NO_MAPPING,
     MALFORMED,
@@ -53,6 +57,7 @@ REASONS = (
     PAYLOAD_TOO_LARGE,
     TOO_MANY_READINGS,
     UNSTORABLE,
+    BAD_STATUS,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -75,6 +80,7 @@ class Problem:
 class Decoded:
     readings: list[Reading] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    status: Status | None = None  # format "status" only
 
     def problem(self, reason: str, detail: str) -> None:
         self.problems.append(Problem(reason, detail))
@@ -491,6 +497,68 @@ class SenmlDecoder(Decoder):
                 out.problem(exc.reason, f"SenML record {_short(record)}: {exc.detail}")
 
 
+class StatusDecoder(Decoder):
+    """A status or last-will message: `online`/`offline` (or `{"status": "offline"}` with
+    `path`), matched case-insensitively against the mapping's value lists. It yields a status,
+    never a reading; a value in neither list is a broken status payload (BAD_STATUS). An empty
+    payload (a retained status being cleared) says nothing and yields nothing."""
+
+    def __init__(self, mapping: MappingSettings, limits: Limits) -> None:
+        super().__init__(mapping, limits)
+        self._path = compile_path(mapping.path) if mapping.path else None
+        self._online = frozenset(mapping.online)
+        self._offline = frozenset(mapping.offline)
+
+    def _extract(
+        self, payload: bytes, captured: dict[str, str], received_at: datetime, out: Decoded
+    ) -> None:
+        if not payload.strip():
+            return
+        doc: Any = None
+        if self._path is not None:
+            doc = _json(payload)
+            raw = self._path(doc)
+            if raw is _MISSING:
+                raise BadField(MISSING_FIELD, f"status {self.mapping.path} not in payload")
+        else:
+            try:
+                raw = payload.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise BadField(BAD_STATUS, "status payload is not UTF-8 text") from None
+            if not raw:
+                return
+            if raw[:1] == '"':  # a JSON string: "offline"
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    raw = orjson.loads(raw)
+        value = _status_text(raw)
+        device = self._field(self.mapping.device, captured, doc, "device")
+        if not DEVICE_ID.fullmatch(device):
+            raise BadField(BAD_DEVICE, f"device id {_short(device)} is not valid")
+        if value in self._online:
+            out.status = (device, True, None)
+        elif value in self._offline:
+            out.status = (device, False, self.mapping.cause)
+        else:
+            raise BadField(
+                BAD_STATUS,
+                f"{device}: status {_short(raw)} is neither online "
+                f"({', '.join(self.mapping.online)}) nor offline "
+                f"({', '.join(self.mapping.offline)})",
+            )
+
+
+def _status_text(raw: Any) -> str | None:
+    """A status value as the text it is matched by: strings folded, true/false, integers."""
+    kind = type(raw)
+    if kind is str:
+        return str(raw).strip().casefold()
+    if kind is bool:
+        return "true" if raw else "false"
+    if kind is int or (kind is float and math.isfinite(raw) and raw.is_integer()):
+        return str(int(raw))
+    return None  # null, an object, an array, a fraction: in no list
+
+
 def _drop_collisions(out: Decoded) -> None:
     """One message, one value per (device, metric, time): a repeat of the same value is kept
     once; different values are a conflict, none of them is written and the message goes to
@@ -546,6 +614,7 @@ DECODERS: dict[str, type[Decoder]] = {
     "number": NumberDecoder,
     "json": JsonDecoder,
     "senml": SenmlDecoder,
+    "status": StatusDecoder,
 }
 
 

@@ -38,6 +38,7 @@ class IngestMetrics:
     spool_disk_full: Gauge
     dead_letters: Counter
     dead_letter_bytes: Gauge
+    status_messages: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> IngestMetrics:
@@ -65,6 +66,15 @@ class IngestMetrics:
         )
         for kind in ("refused", "corrupt"):
             dead_letters.labels(kind)
+        status_messages = Counter(
+            "pantau_ingest_status_messages",
+            "Status and last-will messages written to the database (pantau_report_status), by "
+            "the state they report",
+            ["state"],
+            registry=registry,
+        )
+        for state in ("online", "offline"):
+            status_messages.labels(state)
         return cls(
             messages_received=Counter(
                 "pantau_mqtt_messages_received", "MQTT messages received", registry=registry
@@ -143,6 +153,7 @@ class IngestMetrics:
                 "Bytes of dead letters kept in <spool_dir>/dead",
                 registry=registry,
             ),
+            status_messages=status_messages,
         )
 
 

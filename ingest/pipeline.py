@@ -356,6 +356,8 @@ class Pipeline:
         for q in result.quarantined:
             m.messages_quarantined.labels(q.reason).inc()
         count_quarantine(m, result)
+        for status in batch.statuses:
+            m.status_messages.labels("online" if status.up else "offline").inc()
         readings = batch.readings
         if readings:
             # Lag of up to 100 readings spread over the batch: a per-reading histogram would

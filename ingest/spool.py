@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from ingest.batch import Batch, Message, Quarantined
+from ingest.batch import Batch, Message, Quarantined, StatusReport
 from ingest.deadletters import DeadLetters
 
 log = logging.getLogger(__name__)
@@ -342,6 +342,9 @@ def _encode(batch: Batch) -> bytes:
                 )
                 for q in batch.quarantine
             ],
+            # Statuses (status and last-will topics) ride with their batch; older records
+            # have none.
+            "s": [(d, up, c, _micros(r), o) for d, up, c, r, o in batch.statuses],
         }
     )
 
@@ -356,6 +359,7 @@ def _decode(body: bytes) -> Batch:
             Quarantined(_time(r), t, base64.b64decode(p), reason, detail, mapping, *extra)
             for r, t, p, reason, detail, mapping, *extra in map(_quarantined_fields, doc["q"])
         ],
+        statuses=[StatusReport(d, up, c, _time(r), o) for d, up, c, r, o in doc.get("s", ())],
     )
 
 

@@ -43,6 +43,17 @@ class Pattern:
         return captured if len(levels) == len(self.segments) else None
 
 
+def covers(wide: str, narrow: str) -> bool:
+    """Whether every topic that filter `narrow` matches is matched by filter `wide` too."""
+    a, b = wide.split("/"), narrow.split("/")
+    for i, level in enumerate(a):
+        if level == "#":
+            return True
+        if i >= len(b) or b[i] == "#" or (level != "+" and (b[i] == "+" or level != b[i])):
+            return False
+    return len(a) == len(b)
+
+
 class Router:
     """First mapping (in configuration order) whose pattern matches a topic wins."""
 
@@ -52,12 +63,17 @@ class Router:
         self._cache: dict[str, tuple[int, dict[str, str]] | None] = {}
 
     def filters(self, shared_group: str | None = None) -> list[str]:
-        """The MQTT subscriptions that cover every mapping, without repeats."""
-        seen: dict[str, None] = {}
-        for mapping in self.mappings:
-            seen[topic_filter(mapping.topic)] = None
+        """The MQTT subscriptions that cover every mapping, without repeats, and without a
+        filter another one covers (bekasi/+/+/status under bekasi/+/+/+): overlapping
+        subscriptions would have the broker deliver such a message once per filter."""
+        seen = list(dict.fromkeys(topic_filter(m.topic) for m in self.mappings))
+        kept = [
+            f
+            for i, f in enumerate(seen)
+            if not any(covers(other, f) for j, other in enumerate(seen) if j != i)
+        ]
         prefix = f"$share/{shared_group}/" if shared_group else ""
-        return [prefix + f for f in seen]
+        return [prefix + f for f in kept]
 
     def route(self, topic: str) -> tuple[int, dict[str, str]] | None:
         """(index of the mapping, captured segments), or None when no mapping matches."""

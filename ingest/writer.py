@@ -1,8 +1,8 @@
-"""The COPY writer: a batch goes into `readings` in one transaction, with `device_last_seen` and
-the batch's quarantined payloads. Binary COPY goes straight into `readings` (inside a savepoint);
-when that collides with rows already there (a redelivery), the batch goes through a staging
-table and an idempotent insert instead. A batch the database refuses is split to find the bad
-rows.
+"""The COPY writer: a batch goes into `readings` in one transaction, with `device_last_seen`, the
+statuses its devices reported (`pantau_report_status`) and the batch's quarantined payloads.
+Binary COPY goes straight into `readings` (inside a savepoint); when that collides with rows
+already there (a redelivery), the batch goes through a staging table and an idempotent insert
+instead. A batch the database refuses is split to find the bad rows.
 
 Runs on the ingestion writer thread with a plain (sync) psycopg connection: the event loop stays
 free for HTTP, and COPY formatting happens in psycopg's C code.
@@ -20,7 +20,7 @@ import psycopg
 from psycopg import errors
 
 from ingest import quarantine
-from ingest.batch import Batch, Quarantined
+from ingest.batch import Batch, Quarantined, StatusReport
 from ingest.decoders import REJECTED, Reading
 
 if TYPE_CHECKING:
@@ -61,6 +61,24 @@ FROM unnest(%s::text[], %s::timestamptz[]) AS u (device_id, last_reading_at)
 ON CONFLICT (device_id) DO UPDATE
     SET last_reading_at = GREATEST(s.last_reading_at, EXCLUDED.last_reading_at),
         last_received_at = EXCLUDED.last_received_at
+"""
+# Status and last-will messages, one per device (its last in the batch), after _LAST_SEEN. A
+# status is dated by its arrival, but not before a reading that arrived ahead of it: readings
+# stamp device_last_seen with the commit's now(), a little after their arrival, and the
+# detector takes a report older than the last arrival for stale. So a status processed after a
+# device's readings (in this batch, or committed a moment ago: up to a minute behind, the
+# writer's lag) is dated no earlier than them. A status followed by readings of its device in
+# the same batch, or older than that (a quarantine replay, a long spool replay), keeps its
+# arrival time, and the readings win.
+_STATUS = """
+SELECT count(*) FILTER (WHERE pantau_report_status(
+           u.device_id, u.up, u.cause,
+           CASE WHEN NOT u.read_after AND s.last_received_at - u.at <= interval '60 seconds'
+                THEN GREATEST(u.at, s.last_received_at)
+                ELSE u.at END))
+FROM unnest(%s::text[], %s::boolean[], %s::text[], %s::timestamptz[], %s::boolean[])
+     AS u (device_id, up, cause, at, read_after)
+LEFT JOIN device_last_seen s USING (device_id)
 """
 # Only on the collision path: of the staged rows not inserted, those whose stored value differs.
 _CONFLICTING = """
@@ -138,6 +156,7 @@ class WriteResult:
     quarantined: list[Quarantined] = field(default_factory=list)  # incl. refused rows' payloads
     stored: quarantine.Stored = field(default_factory=quarantine.Stored)
     quarantine_dropped: dict[str, int] = field(default_factory=dict)  # by the size cap, by reason
+    statuses_kept: int = 0  # statuses of registered devices, not older than the one kept
 
 
 class Writer:
@@ -240,8 +259,9 @@ class Writer:
     def _write_all(
         self, readings: list[Reading], origins: list[int], batch: Batch, result: WriteResult
     ) -> None:
+        statuses = batch.last_statuses()
         try:
-            self._transaction(readings, result.quarantined, result)
+            self._transaction(readings, result.quarantined, result, statuses)
             return
         except quarantine.REFUSED as exc:
             if isinstance(exc, errors.CheckViolation) and self._add_partitions(readings):
@@ -266,7 +286,7 @@ class Writer:
                     readings[next(i for i in bad if origins[i] == index)][1],
                 )
             )
-        self._transaction([readings[i] for i in good], result.quarantined, result)
+        self._transaction([readings[i] for i in good], result.quarantined, result, statuses)
 
     def _bisect(self, readings: list[Reading], origins: list[int]) -> tuple[list[int], list[int]]:
         """Indexes of the rows the database takes and of those it refuses (tried, then rolled
@@ -291,7 +311,11 @@ class Writer:
         return sorted(good), bad
 
     def _transaction(
-        self, readings: Sequence[Reading], quarantined: list[Quarantined], result: WriteResult
+        self,
+        readings: Sequence[Reading],
+        quarantined: list[Quarantined],
+        result: WriteResult,
+        statuses: Sequence[tuple[StatusReport, bool]] = (),
     ) -> None:
         conn = self._require()
         with conn.transaction(), conn.cursor() as cur:
@@ -315,11 +339,13 @@ class Writer:
                 # is the newest of the devices' latest).
                 earliest = min(r[0] for r in readings)
                 cur.execute("SELECT pantau_note_written(%s, %s)", (earliest, max(latest)))
+            kept = _report_statuses(cur, statuses) if statuses else 0
             stored = quarantine.store(conn, quarantined, self._policy)
         result.written += written
         result.conflicting += conflicting
         result.duplicates += len(readings) - written - conflicting
         result.stored = stored
+        result.statuses_kept = kept
 
     @staticmethod
     def _copy(cur: psycopg.Cursor, readings: Sequence[Reading], statement: str) -> None:
@@ -374,6 +400,22 @@ def _latest_per_device(readings: Sequence[Reading]) -> tuple[list[str], list[dat
             latest[device] = when
     devices = sorted(latest)
     return devices, [latest[d] for d in devices]
+
+
+def _report_statuses(cur: psycopg.Cursor, statuses: Sequence[tuple[StatusReport, bool]]) -> int:
+    """Write (status, read after) rows; how many statuses the database kept."""
+    cur.execute(
+        _STATUS,
+        (
+            [s.device for s, _ in statuses],
+            [s.up for s, _ in statuses],
+            [s.cause for s, _ in statuses],
+            [s.received_at for s, _ in statuses],
+            [after for _, after in statuses],
+        ),
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _down(error: DatabaseDown | WriteFailed) -> DatabaseDown:

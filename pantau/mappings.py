@@ -34,6 +34,13 @@ CONVERSIONS: dict[str, tuple[float, float]] = {
     "ratio->%": (100.0, 0.0),
 }
 
+# A status topic's values, matched case-insensitively (MappingSettings.online / .offline).
+STATUS_ONLINE = ("online", "1", "true", "up")
+STATUS_OFFLINE = ("offline", "0", "false", "down", "lost")
+# Fields of the other formats that a status mapping does not read, and the reverse.
+_READING_FIELDS = ("metrics", "values", "records", "time", "rename", "convert")
+_STATUS_FIELDS = ("path", "online", "offline", "cause")
+
 _SEGMENT = re.compile(r"\{[a-z_][a-z0-9_]*\}|\+|#|[^+#{}]+")
 _TOPIC_VAR = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
@@ -45,7 +52,7 @@ class MappingSettings(BaseModel):
 
     name: str = Field(min_length=1, description="shown in quarantine reasons and metrics")
     topic: str = Field(description="pattern like bekasi/{kecamatan}/{device}/{metric}; + and # too")
-    format: Literal["number", "json", "senml"]
+    format: Literal["number", "json", "senml", "status"]
     device: str = Field("{device}", description="{topic_var}, $.json.path, or a literal")
     metric: str | None = Field(
         "{metric}", description="number format: {topic_var} or a literal metric name"
@@ -64,6 +71,22 @@ class MappingSettings(BaseModel):
     rename: dict[str, str] = Field(default_factory=dict, description="metric -> stored name")
     convert: dict[str, str] = Field(
         default_factory=dict, description="stored metric -> conversion such as 'm->cm'"
+    )
+    path: str | None = Field(
+        None, description="status: $.path of the value in a JSON payload; none = the payload"
+    )
+    online: list[str] = Field(
+        default_factory=lambda: list(STATUS_ONLINE),
+        description="status: values meaning up (case-insensitive)",
+    )
+    offline: list[str] = Field(
+        default_factory=lambda: list(STATUS_OFFLINE),
+        description="status: values meaning down (case-insensitive)",
+    )
+    cause: str = Field(
+        "offline",
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="status: the outage cause of a device that says it is down",
     )
 
     @field_validator("topic")
@@ -102,10 +125,33 @@ class MappingSettings(BaseModel):
                 )
         return value
 
+    @field_validator("online", "offline")
+    @classmethod
+    def _check_values(cls, value: list[str]) -> list[str]:
+        folded = [v.strip().casefold() for v in value]
+        if not folded or not all(folded):
+            raise ValueError("expected a list of non-empty values such as ['online', '1']")
+        return list(dict.fromkeys(folded))
+
     @model_validator(mode="after")
     def _check_fields(self) -> MappingSettings:
         variables = set(topic_variables(self.topic))
         specs = {"device": self.device}
+        if self.format == "status":
+            self._check_status()
+        else:
+            # Set to something else than their defaults (a dump of the settings has them all).
+            stray = [
+                f
+                for f in _STATUS_FIELDS
+                if getattr(self, f)
+                != type(self).model_fields[f].get_default(call_default_factory=True)
+            ]
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)}: only a mapping of format 'status' takes "
+                    + ", ".join(_STATUS_FIELDS)
+                )
         if self.format == "number":
             if self.metric is None:
                 raise ValueError("format 'number' needs metric ({topic_var} or a literal)")
@@ -162,6 +208,29 @@ class MappingSettings(BaseModel):
                     f"expected one of {sorted(variables) or 'none'}"
                 )
         return self
+
+    def _check_status(self) -> None:
+        stray = [f for f in _READING_FIELDS if getattr(self, f)]
+        if stray:
+            raise ValueError(
+                f"{', '.join(stray)}: a mapping of format 'status' reads no readings; it takes "
+                "topic, device, path, online, offline and cause"
+            )
+        both = sorted(set(self.online) & set(self.offline))
+        if both:
+            raise ValueError(f"status values {both} are in both online and offline")
+        if self.device.startswith("$") and self.path is None:
+            raise ValueError(
+                f"device = {self.device!r} reads a JSON payload: give the status's path too "
+                "(e.g. path = '$.status')"
+            )
+        paths = {"path": self.path, "device": self.device if self.device[:1] == "$" else None}
+        for key, path in paths.items():
+            if path is not None:
+                try:
+                    parse_path(path)
+                except ValueError as exc:
+                    raise ValueError(f"{key} = {path!r}: {exc}") from None
 
 
 PathStep = str | int  # a key of an object, or an index of an array
@@ -310,6 +379,12 @@ def topic_filter(pattern: str) -> str:
 def default_mappings() -> list[MappingSettings]:
     """The conventions of the simulator and of the Bekasi deployment, one per payload format."""
     return [
+        # Before bekasi-number, whose {metric} would take `status` for a metric.
+        MappingSettings(
+            name="bekasi-status",
+            topic="bekasi/{kecamatan}/{device}/status",
+            format="status",
+        ),
         MappingSettings(
             name="bekasi-number",
             topic="bekasi/{kecamatan}/{device}/{metric}",

@@ -41,9 +41,19 @@ def test_filters_are_deduplicated_and_shared() -> None:
 
 def test_default_mappings_cover_the_simulator_topics() -> None:
     router = Router(default_mappings())
-    assert router.route("bekasi/setu/wl-setu-01/water_level_cm")[0] == 0  # type: ignore[index]
-    assert router.route("bekasi-json/setu/aq-setu-01")[0] == 1  # type: ignore[index]
-    assert router.route("bekasi-senml/setu/sl-setu-01")[0] == 2  # type: ignore[index]
+    names = [m.name for m in router.mappings]
+
+    def name(topic: str) -> str:
+        routed = router.route(topic)
+        assert routed is not None, topic
+        return names[routed[0]]
+
+    assert name("bekasi/setu/wl-setu-01/water_level_cm") == "bekasi-number"
+    assert name("bekasi-json/setu/aq-setu-01") == "bekasi-json"
+    assert name("bekasi-senml/setu/sl-setu-01") == "bekasi-senml"
+    assert name("bekasi/setu/wl-setu-01/status") == "bekasi-status"
+    # bekasi/+/+/status is covered by bekasi/+/+/+: one subscription, one delivery
+    assert router.filters() == ["bekasi/+/+/+", "bekasi-json/+/+", "bekasi-senml/+/+"]
 
 
 @pytest.mark.parametrize(
@@ -64,7 +74,7 @@ def test_default_mappings_cover_the_simulator_topics() -> None:
             {"topic": "a/{device}", "format": "json", "values": "$.r", "convert": {"x": "m->km"}},
             "conversion 'm->km'",
         ),
-        ({"topic": "a/{device}", "format": "xml"}, "'number', 'json' or 'senml'"),
+        ({"topic": "a/{device}", "format": "xml"}, "'number', 'json', 'senml' or 'status'"),
     ],
 )
 def test_bad_mappings_are_explained(fields: dict[str, object], message: str) -> None:
