@@ -310,11 +310,13 @@ VENDOR_TOML = textwrap.dedent(
 
 
 class Stack:
-    def __init__(self, url: str, broker: MosquittoBroker, pantau: PantauProcess) -> None:
+    def __init__(
+        self, url: str, broker: MosquittoBroker, pantau: PantauProcess, publisher: Publisher
+    ) -> None:
         self.url = url
         self.broker = broker
         self.pantau = pantau
-        self.publisher = Publisher(broker.port)
+        self.publisher = publisher
 
     def publish(self, topic: str, payload: str | bytes) -> None:
         self.publisher.wait(self.publisher.publish([(topic, payload)]))
@@ -371,7 +373,7 @@ def stack(
     result: Stack | None = None
     try:
         pantau.wait_ready()
-        result = Stack(url, mosquitto, pantau)
+        result = Stack(url, mosquitto, pantau, Publisher(mosquitto.port))
         yield result
     finally:
         if result is not None:
@@ -432,10 +434,29 @@ def test_a_last_will_marks_the_device_down(stack: Stack) -> None:
         sock.close()
     stack.wait_state(device, "down", "offline", timeout=5)
     assert stack.open_outages(device) == ["offline"]
-    # Back: it says so (retained, replacing its will) and reports.
+    # Back: it says so and reports.
     stack.publish(topic, "online")
     stack.reading(device, 90)
     stack.wait_state(device, "up", None)
+    # Clearing the retained will (an empty payload) says nothing: the device stays up.
+    cleared = stack.publisher.client.publish(topic, b"", qos=1, retain=True)
+    stack.publisher.wait([cleared])
+    stack.reading(device, 91)
+    wait_for(
+        "the reading after the empty status",
+        lambda: (
+            one(
+                stack.url,
+                "SELECT array_agg(value ORDER BY time) FROM readings WHERE device_id = %s",
+                device,
+            )
+            == ([88.0, 90.0, 91.0],)
+            or one(stack.url, "SELECT array_agg(value) FROM readings WHERE device_id = %s", device)
+        ),
+        10,
+    )
+    assert stack.liveness(device) == ("up", None)
+    assert one(stack.url, "SELECT count(*) FROM quarantine WHERE topic = %s", topic) == (0,)
 
 
 def test_json_status_with_a_path_and_its_own_cause(stack: Stack) -> None:
@@ -479,3 +500,54 @@ def test_an_unknown_status_value_is_quarantined(stack: Stack) -> None:
     ]
     assert "'rebooting' is neither online (online, 1, true, up) nor offline" in rows[0][3]
     assert stack.liveness(device) == ("up", None)  # a broken status says nothing
+
+
+def test_a_status_sent_while_the_database_is_down_is_spooled_and_applied(
+    private_postgres: PostgresCluster, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Acknowledged once spooled (the database is away), written when it returns."""
+    cluster = private_postgres
+    pantau = PantauProcess(
+        {
+            "PANTAU_DATABASE__URL": cluster.dsn(),
+            "PANTAU_MQTT__HOST": "127.0.0.1",
+            "PANTAU_MQTT__PORT": str(mosquitto.port),
+            "PANTAU_MQTT__CLIENT_ID": f"pantau-status-{uuid.uuid4().hex[:6]}",
+            "PANTAU_INGEST__SPOOL_DIR": str(tmp_path / "spool"),
+            "PANTAU_INGEST__DATABASE_RETRY_SECONDS": "0.5",
+            "PANTAU_INGEST__DATABASE_RETRY_MAX_SECONDS": "1",
+            "PANTAU_OUTAGES__DETECTOR_INTERVAL_SECONDS": "1",
+        },
+        tmp_path,
+    )
+    pantau.start()
+    publisher = Publisher(mosquitto.port)
+    try:
+        pantau.wait_ready()
+        stack = Stack(cluster.dsn(), mosquitto, pantau, publisher)
+        device = _device("wl-sp")
+        register(stack.url, device)
+        stack.reading(device)
+        stack.wait_state(device, "up", None)
+        acked = pantau.metric("pantau_mqtt_messages_acknowledged_total")
+        offline = 'pantau_ingest_status_messages_total{state="offline"}'
+        counted = pantau.metric(offline)  # retained statuses of other tests may count too
+        cluster.stop("fast")
+        stack.publish(f"bekasi/setu/{device}/status", "lost")
+        wait_for(
+            "the status spooled and acknowledged",
+            lambda: (
+                pantau.metric("pantau_ingest_spool_bytes") > 0
+                and pantau.metric("pantau_mqtt_messages_acknowledged_total") > acked
+            ),
+            30,
+        )
+        assert pantau.metric(offline) == counted  # spooled, not yet written
+        cluster.start()
+        stack.wait_state(device, "down", "offline", timeout=30)
+        assert stack.open_outages(device) == ["offline"]
+        assert pantau.metric(offline) == counted + 1
+        wait_for("the spool empty", lambda: pantau.metric("pantau_ingest_spool_bytes") == 0, 10)
+    finally:
+        publisher.close()
+        pantau.stop()
