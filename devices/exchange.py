@@ -305,6 +305,7 @@ async def import_devices(
         done = await cur.fetchall()
         if sum(1 for action, _, _ in done if action == "update") < writes:
             await _changed_meanwhile(conn)
+        await registry.follow_maintenance(conn, [device_id for _, device_id, _ in done], actor)
         to_follow = [device_id for _, device_id, follows in done if follows]
         follow = [await registry.get_device(conn, device_id) for device_id in to_follow]
     return Imported(created, updated - writes, writes, follow)

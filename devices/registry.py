@@ -345,6 +345,8 @@ async def create_device(
         )
         device = await get_device(conn, data.device_id)
         await audit(conn, actor, "create", device.device_id, None, device)
+        if device.status == "maintenance":
+            await follow_maintenance(conn, [device.device_id], actor)
     return device
 
 
@@ -384,6 +386,8 @@ async def update_device(
         )
         device = await get_device(conn, device_id)
         await audit(conn, actor, "update", device_id, current, device)
+        if device.status != current.status:
+            await follow_maintenance(conn, [device_id], actor)
     return device
 
 
@@ -402,6 +406,44 @@ async def retire_device(
         return await update_device(
             conn, device_id, DevicePatch(status="retired"), expected_version, actor
         )
+
+
+# The window a device's `maintenance` status keeps open: opened when the status is set, ended
+# when the device is active again or retired (planned windows are left as they were planned).
+STATUS_WINDOW_REASON = "status maintenance"
+_FOLLOW_MAINTENANCE = """
+WITH ended AS (
+    UPDATE maintenance_windows w SET ends_at = now()
+    FROM devices d
+    WHERE w.device_id = d.device_id AND d.device_id = ANY(%(ids)s) AND d.status <> 'maintenance'
+      AND w.ends_at IS NULL AND w.reason = %(reason)s AND w.starts_at < now()
+    RETURNING w.id
+), dropped AS (  -- opened in this very transaction: a window of no length is no window
+    DELETE FROM maintenance_windows w
+    USING devices d
+    WHERE w.device_id = d.device_id AND d.device_id = ANY(%(ids)s) AND d.status <> 'maintenance'
+      AND w.ends_at IS NULL AND w.reason = %(reason)s AND w.starts_at >= now()
+    RETURNING w.id
+)
+INSERT INTO maintenance_windows (device_id, starts_at, reason, created_by)
+SELECT d.device_id, now(), %(reason)s, %(actor)s
+FROM devices d
+WHERE d.device_id = ANY(%(ids)s) AND d.status = 'maintenance' AND NOT EXISTS (
+    SELECT 1 FROM maintenance_windows w
+    WHERE w.device_id = d.device_id AND w.ends_at IS NULL AND w.reason = %(reason)s
+)
+"""
+
+
+async def follow_maintenance(
+    conn: psycopg.AsyncConnection, device_ids: Sequence[str], actor: str
+) -> None:
+    """Open a window for each of `device_ids` now in `maintenance`, end the status window of
+    each that is not (active again, or retired). Run in the transaction that changed them."""
+    await conn.execute(
+        _FOLLOW_MAINTENANCE,
+        {"ids": list(device_ids), "reason": STATUS_WINDOW_REASON, "actor": actor},
+    )
 
 
 def credentials_warning(device: Device) -> str | None:

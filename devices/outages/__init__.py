@@ -43,12 +43,16 @@ def workers(ctx: ServiceContext) -> list[Worker]:
 
 
 def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
-    from devices.outages.report_api import router
+    from devices.outages.api import router
+    from devices.outages.report_api import router as report_router
 
     app.include_router(router)
+    app.include_router(report_router)
 
 
 def register_cli(app: typer.Typer) -> None:
+    from devices.outages.cli import register
     from devices.outages.report_cli import app as report_app
 
     app.add_typer(report_app, name="report")
+    register(app)
