@@ -256,3 +256,29 @@ async def test_a_device_in_maintenance_has_an_open_window_until_active_again(api
         retired = await http.post("/api/v1/devices/wl-setu-01/retire", headers={"If-Match": etag})
         assert retired.status_code == 200, retired.text  # retiring ends it as well
         assert [w["current"] for w in await status_windows()] == [False, False]
+
+
+async def test_an_import_opens_and_ends_the_status_window(api: Api) -> None:
+    async def imported(status: str) -> None:
+        async with api.client("technician") as http:
+            answer = await http.post(
+                "/api/v1/devices/import",
+                content=f"device_id,name,device_type,kecamatan,status\n"
+                f"wl-setu-03,Pos 3,water_level,setu,{status}\n",
+                headers={"Content-Type": "text/csv"},
+            )
+        assert answer.status_code == 200, answer.text
+
+    async def windows() -> list[dict[str, Any]]:
+        async with api.client("operator") as http:
+            answer = await http.get("/api/v1/maintenance-windows", params={"device": "wl-setu-03"})
+        assert answer.status_code == 200, answer.text
+        return list(answer.json())
+
+    await imported("maintenance")  # a new device, in maintenance from the start
+    opened = await windows()
+    assert [(w["reason"], w["current"]) for w in opened] == [("status maintenance", True)]
+    await imported("maintenance")  # the same again: unchanged, no second window
+    assert len(await windows()) == 1
+    await imported("active")
+    assert [w["current"] for w in await windows()] == [False]
