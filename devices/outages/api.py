@@ -76,8 +76,8 @@ async def list_outages(
         kecamatan,
         device_type,
         state,
-        readings.parse_time("from", start, None) if start else None,
-        readings.parse_time("to", end, None) if end else None,
+        readings.parse_time("from", start, None) if start is not None else None,
+        readings.parse_time("to", end, None) if end is not None else None,
         limit,
         offset,
     )

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from devices import registry
 from devices.models import KecamatanRef, Problem
@@ -66,6 +66,14 @@ class Window(BaseModel):
     current: bool = Field(description="in force now")
 
 
+def _time_given(value: object) -> object:
+    """A time as ISO 8601 text (or a datetime, from the CLI), never a bare number."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("expected an ISO 8601 time with an offset, e.g. 2026-12-01T08:00+07:00")
+    return value
+
+
+Time = Annotated[datetime, BeforeValidator(_time_given)]
 Reason = Annotated[
     str, Field(min_length=1, max_length=500, pattern=VISIBLE), AfterValidator(one_line)
 ]
@@ -81,8 +89,8 @@ class WindowIn(BaseModel):
 
     device_id: str = not_given(pattern=DEVICE_ID_PATTERN, examples=["wl-setu-01"])
     kecamatan: KecamatanRef = not_given(examples=["setu"], description="id or name")
-    starts_at: datetime = Field(description="ISO 8601 with an offset, years 1970 to 2999")
-    ends_at: datetime = Field(description="after starts_at")
+    starts_at: Time = Field(description="ISO 8601 with an offset, years 1970 to 2999")
+    ends_at: Time = Field(description="after starts_at")
     reason: Reason
 
     @model_validator(mode="after")

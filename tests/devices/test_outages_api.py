@@ -105,7 +105,8 @@ async def test_outages_current_first_filtered_in_wib(api: Api) -> None:
         assert closed["duration_seconds"] == 86400
         assert closed["ended_at"].endswith("+07:00")
         by_area = next(o for o in found if o["id"] == area)
-        assert by_area["grouped"] == 1 and by_area["device_id"] is None
+        assert by_area["grouped"] == 1
+        assert by_area["device_id"] is None
         assert by_area["detail"]["share"] == 1.0
 
         async def ids(**params: Any) -> list[int]:
@@ -177,7 +178,8 @@ async def test_maintenance_windows_planned_listed_ended_and_audited(api: Api) ->
             },
         )
         assert area.status_code == 201, area.text
-        assert area.json()["kecamatan"] == "babelan" and area.json()["current"] is False
+        assert area.json()["kecamatan"] == "babelan"
+        assert area.json()["current"] is False
 
         unknown = await http.post(
             "/api/v1/maintenance-windows", json={**planned, "device_id": "wl-nowhere-09"}
@@ -244,13 +246,15 @@ async def test_a_device_in_maintenance_has_an_open_window_until_active_again(api
         await patch("maintenance")
         opened = await status_windows()
         assert len(opened) == 1
-        assert opened[0]["ends_at"] is None and opened[0]["current"] is True
+        assert opened[0]["ends_at"] is None
+        assert opened[0]["current"] is True
         await patch("maintenance")  # unchanged: no second window
         assert len(await status_windows()) == 1
         await patch("active")
         closed = await status_windows()
         assert len(closed) == 1
-        assert closed[0]["ends_at"] is not None and closed[0]["current"] is False
+        assert closed[0]["ends_at"] is not None
+        assert closed[0]["current"] is False
         await patch("maintenance")
         etag = (await http.get("/api/v1/devices/wl-setu-01")).headers["ETag"]
         retired = await http.post("/api/v1/devices/wl-setu-01/retire", headers={"If-Match": etag})

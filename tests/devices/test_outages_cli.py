@@ -74,11 +74,13 @@ def test_outages_table_current_first_in_wib(migrated_db: str, tmp_path: Path) ->
     assert "started (WIB)" in lines[0]
     rows = lines[1:-1]
     assert len(rows) == 4
-    assert all("masih" in row for row in rows[:3]) and "masih" not in rows[3]
+    assert all("masih" in row for row in rows[:3])
+    assert "masih" not in rows[3]
     assert "area: 2 perangkat, 100% mati" in listed.stdout
     assert f"{started.astimezone(WIB):%Y-%m-%d %H:%M}" in rows[0]
     assert "2 j 15 m" in rows[0]
-    assert "40 m" in rows[3] and "offline" in rows[3]
+    assert "40 m" in rows[3]
+    assert "offline" in rows[3]
     assert lines[-1] == "4 outages, 3 current"
 
     current = pantau(migrated_db, tmp_path, "outages", "--current", "--kind", "area")
@@ -98,7 +100,8 @@ def test_outages_table_current_first_in_wib(migrated_db: str, tmp_path: Path) ->
     assert past.returncode == 0, past.stderr
     assert past.stdout.splitlines()[-1] == "1 outages, 0 current"
     nothing = pantau(migrated_db, tmp_path, "outages", "--kecamatan", "babelan")
-    assert nothing.returncode == 0 and "no outages" in nothing.stdout
+    assert nothing.returncode == 0
+    assert "no outages" in nothing.stdout
 
     for args, expected in (
         (("--kind", "storm"), "--kind: 'storm' is not a kind; expected one of device, area"),
@@ -122,7 +125,8 @@ def test_maintenance_add_list_end(migrated_db: str, tmp_path: Path) -> None:
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith("planned maintenance window ")
     window_id = added.stdout.split()[3]
-    assert "berlaku" in added.stdout and until.replace("T", " ") in added.stdout
+    assert "berlaku" in added.stdout
+    assert until.replace("T", " ") in added.stdout
     area = pantau(
         migrated_db, tmp_path, "maintenance", "add", "--kecamatan", "Cikarang Pusat",
         "--from", f"{now + timedelta(days=1):%Y-%m-%d}", "--to",
@@ -135,13 +139,15 @@ def test_maintenance_add_list_end(migrated_db: str, tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[-1] == "2 windows, 1 in force now"
     current = pantau(migrated_db, tmp_path, "maintenance", "list", "--current")
-    assert "wl-setu-01" in current.stdout and "cikarang" not in current.stdout
+    assert "wl-setu-01" in current.stdout
+    assert "cikarang" not in current.stdout
 
     ended = pantau(migrated_db, tmp_path, "maintenance", "end", window_id)
     assert ended.returncode == 0, ended.stderr
     assert ended.stdout.startswith(f"ended maintenance window {window_id} at ")
     again = pantau(migrated_db, tmp_path, "maintenance", "end", window_id)
-    assert again.returncode == 2 and "ended already" in again.stderr
+    assert again.returncode == 2
+    assert "ended already" in again.stderr
     with psycopg.connect(migrated_db) as conn:
         actions = conn.execute(
             "SELECT action, actor FROM audit_log WHERE entity = 'maintenance' AND entity_id = %s"
