@@ -227,7 +227,10 @@ async def test_maintenance_windows_planned_listed_ended_and_audited(api: Api) ->
 
 
 async def test_a_device_in_maintenance_has_an_open_window_until_active_again(api: Api) -> None:
-    await _register(api, _device("wl-setu-01"))
+    await _register(api, _device("wl-setu-01"), {**_device("wl-setu-04"), "status": "maintenance"})
+    async with api.client("operator") as http:
+        born = await http.get("/api/v1/maintenance-windows", params={"device": "wl-setu-04"})
+    assert [(w["reason"], w["current"]) for w in born.json()] == [("status maintenance", True)]
 
     async def status_windows() -> list[dict[str, Any]]:
         async with api.client("operator") as http:
