@@ -28,7 +28,7 @@ from tests.fixtures.pantau_proc import PantauProcess, ingest_env
 from tests.fixtures.servers import DYNSEC_ADMIN
 
 MAX_EXAMPLES = int(os.environ.get("PANTAU_FUZZ_EXAMPLES", "30"))
-MAX_TIME = int(os.environ.get("PANTAU_FUZZ_SECONDS", "200"))
+MAX_TIME = int(os.environ.get("PANTAU_FUZZ_SECONDS", "150"))
 SEED = os.environ.get("PANTAU_FUZZ_SEED", "20261201")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 _DEVICE_SOURCES = {
