@@ -18,6 +18,7 @@ import psycopg
 
 from devices.dynsec import Dynsec
 from devices.models import Credentials, Device
+from pantau.mappings import default_mappings
 from pantau.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,20 @@ def role_name(device_id: str) -> str:
     return f"device:{device_id}"
 
 
-def acl_topic(device: Device) -> str:
-    # Bare-number devices publish one metric per topic level below their own.
-    return f"{device.topic}/+" if device.payload_format == "number" else device.topic
+# The default status mapping's topic (`bekasi/{kecamatan}/{device}/status`): where a device
+# announces itself and leaves its last will, whatever the format of its readings.
+_STATUS = next((m.topic for m in default_mappings() if m.format == "status"), None)
+
+
+def acl_topics(device: Device) -> list[str]:
+    """What the device may publish on: its readings' topic (bare-number devices: one metric per
+    level below it, which covers their status topic too) and its status topic."""
+    if device.payload_format == "number":
+        return [f"{device.topic}/+"]
+    topics = [device.topic]
+    if _STATUS is not None:
+        topics.append(_STATUS.format(kecamatan=device.kecamatan, device=device.device_id))
+    return topics
 
 
 class DynsecCredentials:
@@ -118,7 +130,7 @@ class DynsecCredentials:
                     "rolename": role,
                     "textdescription": f"Pantau device {device.device_id}",
                 },
-                _acl("addRoleACL", role, acl_topic(device)),
+                *(_acl("addRoleACL", role, topic) for topic in acl_topics(device)),
                 {
                     "command": "createClient",
                     "username": device.device_id,
@@ -160,7 +172,7 @@ class DynsecCredentials:
             for a in (answers[0].get("data", {}).get("role", {}).get("acls", []) if answers else [])
             if a.get("acltype") == "publishClientSend"
         ]
-        wanted = acl_topic(device)
+        wanted = acl_topics(device)
         commands: list[dict[str, Any]] = [
             {
                 "command": "removeRoleACL",
@@ -169,10 +181,9 @@ class DynsecCredentials:
                 "topic": t,
             }
             for t in current
-            if t != wanted
+            if t not in wanted
         ]
-        if wanted not in current:
-            commands.append(_acl("addRoleACL", role, wanted))
+        commands += [_acl("addRoleACL", role, t) for t in wanted if t not in current]
         enabled = device.status == "active"
         commands.append(
             {

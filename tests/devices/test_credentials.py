@@ -99,6 +99,9 @@ async def test_issued_credentials_publish_only_under_their_own_topic(
         assert device.publish(creds["topic"], reading(101.5)) == "Success"
         assert device.publish("bekasi-json/setu/wl-other-01", reading(999)) == "Not authorized"
         assert device.publish("bekasi/setu/wl-setu-07/water_level_cm", b"5") == "Not authorized"
+        # Its status (and last-will) topic is its own too, whatever its readings' format.
+        assert device.publish("bekasi/setu/wl-setu-07/status", b"online") == "Success"
+        assert device.publish("bekasi/setu/wl-other-01/status", b"offline") == "Not authorized"
         device.close()
         for _ in range(100):
             latest = (await http.get("/api/v1/devices/wl-setu-07/readings/latest")).json()
@@ -158,6 +161,8 @@ async def test_moving_a_device_moves_its_permission(
     assert device.connected.wait(10)
     assert device.publish("bekasi-json/babelan/wl-setu-07", reading(1)) == "Success"
     assert device.publish("bekasi-json/setu/wl-setu-07", reading(1)) == "Not authorized"
+    assert device.publish("bekasi/babelan/wl-setu-07/status", b"online") == "Success"
+    assert device.publish("bekasi/setu/wl-setu-07/status", b"online") == "Not authorized"
     device.close()
 
 
