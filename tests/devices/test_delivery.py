@@ -31,6 +31,7 @@ from devices.outages.delivery import DeliveryMetrics, run_delivery, sign, verify
 from devices.outages.detector import Detector
 from devices.outages.settings import OutagesSettings, WebhookSettings
 from pantau.embedded import MosquittoBroker, PostgresCluster, free_port
+from tests.fixtures.outages import arrive, register
 from tests.fixtures.pantau_proc import PantauProcess, ingest_env
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
@@ -225,29 +226,7 @@ async def delivering(db: str, settings: OutagesSettings) -> AsyncIterator[Worker
 
 
 async def _add(conn: psycopg.AsyncConnection, device_id: str, kecamatan: str = "setu") -> None:
-    await registry.create_device(
-        conn,
-        DeviceIn.model_validate(
-            {
-                "device_id": device_id,
-                "name": f"Sensor {device_id}",
-                "device_type": "water_level",
-                "kecamatan": kecamatan,
-                "expected_interval_seconds": 60,
-            }
-        ),
-        "test",
-    )
-
-
-async def _arrive(conn: psycopg.AsyncConnection, device_id: str, at: datetime) -> None:
-    await conn.execute(
-        "INSERT INTO device_last_seen (device_id, last_reading_at, last_received_at)"
-        " VALUES (%s, %s, %s) ON CONFLICT (device_id) DO UPDATE"
-        " SET last_reading_at = EXCLUDED.last_reading_at,"
-        "     last_received_at = EXCLUDED.last_received_at",
-        (device_id, at, at),
-    )
+    await register(conn, device_id, kecamatan, name=f"Sensor {device_id}")
 
 
 async def _outbox(conn: psycopg.AsyncConnection) -> list[tuple[str, str, str, int]]:
@@ -289,7 +268,7 @@ async def test_a_device_outage_reaches_alertmanager_once_and_resolves_after_a_re
     detector = Detector(settings)
     async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
         await _add(conn, "wl-setu-01")
-        await _arrive(conn, "wl-setu-01", at(0))
+        await arrive(conn, "wl-setu-01", at(0))
         assert (await detector.run_pass(conn, at(250))).opened == 1
 
         async with delivering(migrated_db, settings) as worker:
@@ -335,7 +314,7 @@ async def test_a_device_outage_reaches_alertmanager_once_and_resolves_after_a_re
 
         # The device reports again while no worker runs; a new worker resolves the alert.
         for t in (300, 360, 420, 480):
-            await _arrive(conn, "wl-setu-01", at(t))
+            await arrive(conn, "wl-setu-01", at(t))
             await detector.run_pass(conn, at(t + 5))
         assert [e for e, *_ in await _outbox(conn)] == ["raised", "resolved"]
 
@@ -367,7 +346,7 @@ async def test_a_webhook_that_fails_twice_gets_one_signed_delivery(
     detector = Detector(settings)
     async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
         await _add(conn, "wl-setu-05")
-        await _arrive(conn, "wl-setu-05", at(0))
+        await arrive(conn, "wl-setu-05", at(0))
         await detector.run_pass(conn, at(250))
         async with delivering(migrated_db, settings) as worker:
 
@@ -414,9 +393,9 @@ async def test_an_area_outage_is_one_notification_and_inhibits_its_devices(
     async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
         for device in devices:
             await _add(conn, device)
-        await _arrive(conn, devices[0], at(0))
+        await arrive(conn, devices[0], at(0))
         for device in devices[1:]:
-            await _arrive(conn, device, at(200))
+            await arrive(conn, device, at(200))
         assert (await detector.run_pass(conn, at(250))).opened == 1  # the first one alone
         async with delivering(migrated_db, settings) as worker:
 

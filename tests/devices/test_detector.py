@@ -10,10 +10,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from devices import registry
-from devices.models import DeviceIn
 from devices.outages.detector import LOCK_KEY, Detector, hold_lock
 from devices.outages.settings import OutagesSettings, WebhookSettings
+from tests.fixtures.outages import arrive, register
 
 T0 = datetime.now(UTC) + timedelta(days=1)  # after every device's registration
 SETTINGS = OutagesSettings(
@@ -24,32 +23,6 @@ SETTINGS = OutagesSettings(
 
 async def _connect(db: str) -> psycopg.AsyncConnection[Any]:
     return await psycopg.AsyncConnection.connect(db, autocommit=True)
-
-
-async def _add(conn: psycopg.AsyncConnection, device_id: str, kecamatan: str = "setu") -> None:
-    await registry.create_device(
-        conn,
-        DeviceIn.model_validate(
-            {
-                "device_id": device_id,
-                "name": device_id,
-                "device_type": "water_level",
-                "kecamatan": kecamatan,
-                "expected_interval_seconds": 60,
-            }
-        ),
-        "test",
-    )
-
-
-async def _arrive(conn: psycopg.AsyncConnection, device_id: str, at: datetime) -> None:
-    await conn.execute(
-        "INSERT INTO device_last_seen (device_id, last_reading_at, last_received_at)"
-        " VALUES (%s, %s, %s) ON CONFLICT (device_id) DO UPDATE"
-        " SET last_reading_at = EXCLUDED.last_reading_at,"
-        "     last_received_at = EXCLUDED.last_received_at",
-        (device_id, at, at),
-    )
 
 
 async def _state(conn: psycopg.AsyncConnection, device_id: str) -> tuple[str, str | None]:
@@ -81,8 +54,8 @@ def at(seconds: float) -> datetime:
 async def test_silence_makes_a_device_late_then_down_and_back_up_damped(migrated_db: str) -> None:
     detector = Detector(SETTINGS)
     async with await _connect(migrated_db) as conn:
-        await _add(conn, "wl-setu-01")
-        await _arrive(conn, "wl-setu-01", at(0))
+        await register(conn, "wl-setu-01")
+        await arrive(conn, "wl-setu-01", at(0))
         await detector.run_pass(conn, at(100))
         assert await _state(conn, "wl-setu-01") == ("up", None)
         await detector.run_pass(conn, at(130))  # 2x the interval: late, no outage
@@ -101,7 +74,7 @@ async def test_silence_makes_a_device_late_then_down_and_back_up_damped(migrated
             (outage["id"], "raised", "hook", "pending"),
         ]
         # One report, then silence again: not back (flapping damped), the same outage.
-        await _arrive(conn, "wl-setu-01", at(300))
+        await arrive(conn, "wl-setu-01", at(300))
         await detector.run_pass(conn, at(305))
         assert await _state(conn, "wl-setu-01") == ("down", "silent")
         await detector.run_pass(conn, at(440))  # late again: recovery starts over
@@ -110,7 +83,7 @@ async def test_silence_makes_a_device_late_then_down_and_back_up_damped(migrated
         assert (await _outages(conn))[0]["ended_at"] is None
         # Reporting steadily for 3 intervals ends it, from its first report back.
         for t in (700, 760, 820, 880):
-            await _arrive(conn, "wl-setu-01", at(t))
+            await arrive(conn, "wl-setu-01", at(t))
             await detector.run_pass(conn, at(t + 5))
         assert await _state(conn, "wl-setu-01") == ("up", None)
         [outage] = await _outages(conn)
@@ -123,8 +96,8 @@ async def test_silence_makes_a_device_late_then_down_and_back_up_damped(migrated
 async def test_a_status_report_marks_a_device_at_once(migrated_db: str) -> None:
     detector = Detector(SETTINGS)
     async with await _connect(migrated_db) as conn:
-        await _add(conn, "wl-setu-02")
-        await _arrive(conn, "wl-setu-02", at(0))
+        await register(conn, "wl-setu-02")
+        await arrive(conn, "wl-setu-02", at(0))
         await detector.run_pass(conn, at(5))
         cur = await conn.execute(
             "SELECT pantau_report_status('wl-setu-02', false, 'offline', %s),"
@@ -138,7 +111,7 @@ async def test_a_status_report_marks_a_device_at_once(migrated_db: str) -> None:
         assert outage["started_at"] == at(10)
         # A reading after the report means the device is alive: it recovers, damped.
         for t in (20, 80, 140, 200):
-            await _arrive(conn, "wl-setu-02", at(t))
+            await arrive(conn, "wl-setu-02", at(t))
             await detector.run_pass(conn, at(t + 1))
         assert await _state(conn, "wl-setu-02") == ("up", None)
 
@@ -146,10 +119,10 @@ async def test_a_status_report_marks_a_device_at_once(migrated_db: str) -> None:
 async def test_maintenance_never_alerts_and_ends_an_outage(migrated_db: str) -> None:
     detector = Detector(SETTINGS)
     async with await _connect(migrated_db) as conn:
-        await _add(conn, "wl-setu-03")
-        await _add(conn, "wl-setu-04")
-        await _arrive(conn, "wl-setu-03", at(0))
-        await _arrive(conn, "wl-setu-04", at(0))
+        await register(conn, "wl-setu-03")
+        await register(conn, "wl-setu-04")
+        await arrive(conn, "wl-setu-03", at(0))
+        await arrive(conn, "wl-setu-04", at(0))
         await conn.execute(
             "INSERT INTO maintenance_windows (device_id, starts_at, ends_at, created_by)"
             " VALUES ('wl-setu-03', %s, %s, 'test')",
@@ -173,13 +146,13 @@ async def test_a_darkened_kecamatan_is_one_area_outage(migrated_db: str) -> None
     async with await _connect(migrated_db) as conn:
         ids = [f"wl-babelan-{i}" for i in range(5)]
         for device in ids:
-            await _add(conn, device, "babelan")
-            await _arrive(conn, device, at(0))
-        await _add(conn, "wl-setu-09")
-        await _arrive(conn, "wl-setu-09", at(0))
+            await register(conn, device, "babelan")
+            await arrive(conn, device, at(0))
+        await register(conn, "wl-setu-09")
+        await arrive(conn, "wl-setu-09", at(0))
         await detector.run_pass(conn, at(10))
         for device in [*ids[3:], "wl-setu-09"]:  # keep reporting
-            await _arrive(conn, device, at(280))
+            await arrive(conn, device, at(280))
         result = await detector.run_pass(conn, at(300))  # 3 of 5 in Babelan down
         assert (result.opened, result.areas_opened) == (3, 1)
         outages = await _outages(conn)
@@ -197,7 +170,7 @@ async def test_a_darkened_kecamatan_is_one_area_outage(migrated_db: str) -> None
         # They come back: the area ends, and nothing is sent for the grouped devices.
         for t in (400, 460, 520, 580, 640):
             for device in [*ids, "wl-setu-09"]:
-                await _arrive(conn, device, at(t))
+                await arrive(conn, device, at(t))
             await detector.run_pass(conn, at(t + 1))
         outages = await _outages(conn)
         assert all(o["ended_at"] is not None for o in outages)
