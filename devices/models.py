@@ -38,7 +38,7 @@ PayloadFormat = Literal["number", "json", "senml"]
 # name matched without regard to case.
 DEVICE_TYPES = (
     "air_quality",
-    "cctv_camera",
+    "camera",
     "rain_gauge",
     "street_light",
     "traffic_counter",

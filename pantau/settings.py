@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from devices.outages.settings import OutagesSettings
 from pantau.errors import ConfigError
 from pantau.mappings import MappingSettings, default_mappings
+from streams.settings import StreamsSettings
 
 ENV_PREFIX = "PANTAU_"
 ENV_NESTED = "__"
@@ -323,6 +324,7 @@ class Settings(BaseSettings):
     embedded: EmbeddedSettings = EmbeddedSettings()
     devices: DevicesSettings = DevicesSettings()
     outages: OutagesSettings = OutagesSettings()
+    streams: StreamsSettings = StreamsSettings()
 
     @classmethod
     def settings_customise_sources(

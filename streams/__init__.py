@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import typer
-from fastapi import FastAPI
+from typing import TYPE_CHECKING
 
-from pantau.context import ServiceContext
-from pantau.supervisor import Worker
+if TYPE_CHECKING:  # pantau.settings composes streams.settings: no import cycle
+    import typer
+    from fastapi import FastAPI
+
+    from pantau.context import ServiceContext
+    from pantau.supervisor import Worker
 
 
 def workers(ctx: ServiceContext) -> list[Worker]:

@@ -8,7 +8,7 @@ hand: Monday 2 November 2026, 00.00 to 24.00 WIB (UTC+7), four devices.
 - aq-setu-01 (air_quality, Setu, environment): a maintenance window 10.00-14.00 (4 h); an
   outage 12.00-15.00, of which 2 h inside the window (not counted) and 1 h outside it.
   expected 24 - 4 = 20 h, down 1 h: 19/20 = 95 %.
-- cctv-cibitung-01 (cctv_camera, Cibitung, society): registered at 12.00; a kecamatan window
+- cctv-cibitung-01 (camera, Cibitung, society): registered at 12.00; a kecamatan window
   for Cibitung 23.00-24.00; no outage. expected 12 - 1 = 11 h, down 0: 100 %.
 - tc-babelan-01 (traffic_counter, Babelan, living): retired at 18.00 (its audit entry; its
   updated_at is later, to show the audit entry is what counts); an outage 17.00-20.00.
@@ -94,7 +94,7 @@ async def seed(db: str) -> None:
     async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
         await _add(conn, "wl-setu-01", "water_level", "setu")
         await _add(conn, "aq-setu-01", "air_quality", "setu")
-        await _add(conn, "cctv-cibitung-01", "cctv_camera", "cibitung")
+        await _add(conn, "cctv-cibitung-01", "camera", "cibitung")
         await _add(conn, "tc-babelan-01", "traffic_counter", "babelan")
         await registry.retire_device(conn, "tc-babelan-01", None, "test")
         await conn.execute(
@@ -214,7 +214,7 @@ async def test_grouped_by_kecamatan_and_by_type(migrated_db: str) -> None:
     assert _figures(by_type.groups) == {
         "water_level": (24, 6),
         "air_quality": (20, 1),
-        "cctv_camera": (11, 0),
+        "camera": (11, 0),
         "traffic_counter": (18, 1),
     }
     assert {g.label for g in by_type.groups} >= {"Tinggi muka air", "Kamera CCTV"}
