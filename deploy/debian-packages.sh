@@ -3,10 +3,11 @@
 # print the command to run. Usage: debian-packages.sh run|test
 set -euo pipefail
 
-# GStreamer's RTSP server, run by the system python3, serves `pantau dev`'s test cameras.
+# GStreamer's RTSP server, run by the system python3, serves `pantau dev`'s test cameras
+# (gstreamer1.0-x holds timeoverlay, their ticking clock).
 run_packages=(postgresql-15 mosquitto mosquitto-clients python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly)
+  gstreamer1.0-plugins-ugly gstreamer1.0-x)
 test_packages=("${run_packages[@]}" openssl chromium prometheus prometheus-alertmanager)
 
 case "${1:-}" in

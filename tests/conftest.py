@@ -1,3 +1,3 @@
-"""Shared fixtures: real PostgreSQL and Mosquitto servers started by the tests themselves."""
+"""Shared fixtures: real PostgreSQL, Mosquitto and RTSP servers started by the tests themselves."""
 
-pytest_plugins = ["tests.fixtures.servers"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.rtsp"]
