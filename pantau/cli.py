@@ -293,6 +293,22 @@ def dev() -> None:
             elif retired:
                 typer.echo(f"Simulator off: its {retired} devices retired")
 
+        from pantau.dev import build_cameras
+
+        cameras = build_cameras(settings.embedded.simulate_cameras) if stack.cameras else []
+        if stack.cameras_missing:
+            typer.echo(f"Test cameras: none ({stack.cameras_missing})", err=True)
+        elif cameras:
+            try:
+                made, changed, retired = asyncio.run(stack.register_cameras(effective, cameras))
+            except DatabaseUnavailable as exc:
+                typer.echo(f"Test cameras: not registered ({exc})", err=True)
+            else:
+                typer.echo(
+                    f"Test cameras: {len(cameras)} registered devices ({made} new, {changed} "
+                    f"updated, {retired} retired)"
+                )
+
         def banner(started: service.Started) -> None:
             url = started.http_url
             if not effective.http.port:  # any free port: the clients' config gets the real one
@@ -320,6 +336,12 @@ def dev() -> None:
                 "river rises over Siaga 3 (PANTAU_EMBEDDED__SIMULATE_INCIDENTS=false: never)"
                 if settings.embedded.simulate_incidents
                 else "               incidents off",
+                f"  Cameras      {len(cameras)} test cameras on rtsp://127.0.0.1:"
+                f"{stack.cameras.port}/ ({', '.join(sorted({c.mount for c in cameras}))}; "
+                "PANTAU_EMBEDDED__SIMULATE_CAMERAS=0 turns them off)"
+                if stack.cameras and cameras
+                else "  Cameras      none"
+                + (" (GStreamer missing, see above)" if stack.cameras_missing else ""),
                 f"  Logs         {stack.var_dir / 'log'} and {stack.mosquitto.log_file}",
                 f"  CLI          {cli_command(client_config)} devices list",
                 f"               (or: {activate_hint(client_config)}; pantau devices list)",

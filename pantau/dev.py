@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Self
 
 from pydantic import SecretStr
 
-from pantau.embedded import MosquittoBroker, PostgresCluster, free_port, port_is_free
+from pantau.embedded import (
+    CameraServer,
+    MosquittoBroker,
+    PostgresCluster,
+    free_port,
+    port_is_free,
+)
+from pantau.errors import MissingDependency
 from pantau.mappings import default_mappings, topic_filter
 from pantau.settings import EmbeddedSettings, MqttSettings, Settings
 
@@ -28,10 +35,51 @@ ADMIN_USER = "pantau-admin"
 SIMULATOR_USER = "pantau-simulator"
 
 
+CAMERA_USER = "pantau"
+# The test server's mounts in the order cameras are given them: `embedded.simulate_cameras` = 4
+# gives two healthy ones, a frozen picture and one that goes away now and then; past the list,
+# more healthy ones (sharing a stream: the server encodes each mount once).
+CAMERA_MOUNTS = ("moving", "moving", "frozen", "stops", "secure", "night", "covered", "black")
+CAMERA_FLAPS = ("stops:300:60",)  # up 5 min, down 1 min (an outage to watch)
+SIMULATED_CAMERA = "simulated_camera"  # the metadata key marking a test camera: its mount
+
+
 @dataclass(frozen=True)
 class Ports:
     postgres: int
     mqtt: int
+    cameras: int
+
+
+@dataclass(frozen=True)
+class SimulatedCamera:
+    device_id: str
+    mount: str
+    kecamatan: str  # its id
+    kecamatan_name: str
+    latitude: float
+    longitude: float
+
+
+def build_cameras(count: int) -> list[SimulatedCamera]:
+    """`count` test cameras spread over the kecamatan (ids `cam-<kecamatan>-NN`)."""
+    from ingest.simulator import KECAMATAN, slug
+
+    cameras = []
+    for i in range(count):
+        name, lat, lon, _coast = KECAMATAN[(i * 7) % len(KECAMATAN)]
+        number = i // len(KECAMATAN) + 1
+        cameras.append(
+            SimulatedCamera(
+                device_id=f"cam-{slug(name)}-{number:02d}",
+                mount=CAMERA_MOUNTS[i] if i < len(CAMERA_MOUNTS) else "moving",
+                kecamatan=slug(name),
+                kecamatan_name=name,
+                latitude=round(lat + 0.003 * (i % 5), 5),
+                longitude=round(lon - 0.003 * (i % 3), 5),
+            )
+        )
+    return cameras
 
 
 class DevStack:
@@ -56,18 +104,30 @@ class DevStack:
             binary=settings.mosquitto_bin,
             dynsec_admin=(ADMIN_USER, self.admin_password),
         )
+        self.camera_password = self._secret("camera-password")
+        self.cameras: CameraServer | None = None
+        if settings.simulate_cameras:
+            self.cameras = CameraServer(
+                self.var_dir / "log" / "testcameras.log",
+                port=ports.cameras,
+                auth=f"{CAMERA_USER}:{self.camera_password}",
+                flaps=CAMERA_FLAPS,
+            )
+        self.cameras_missing: str | None = None  # why there are no cameras, when so
         self.reused = self.postgres.initialized
 
     def __enter__(self) -> Self:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.var_dir.chmod(0o755)  # the postgres and mosquitto users must reach their dirs
-        self._state_file.write_text(
-            json.dumps({"postgres": self.postgres.port, "mqtt": self.mosquitto.port}) + "\n"
-        )
+        ports = {"postgres": self.postgres.port, "mqtt": self.mosquitto.port}
+        if self.cameras:
+            ports["cameras"] = self.cameras.port
+        self._state_file.write_text(json.dumps(ports) + "\n")
         self.postgres.start()
         try:
             self.mosquitto.start()
             self._simulator_client()
+            self._start_cameras()
         except BaseException:
             self.mosquitto.stop()
             self.postgres.stop()
@@ -87,10 +147,131 @@ class DevStack:
         tb: TracebackType | None,
     ) -> None:
         try:
-            self.mosquitto.stop()
+            if self.cameras:
+                self.cameras.stop()
         finally:
-            self.postgres.stop()
+            try:
+                self.mosquitto.stop()
+            finally:
+                self.postgres.stop()
         log.info("embedded stack stopped")
+
+    def _start_cameras(self) -> None:
+        """The test cameras, or none (and why) when the system python3 lacks GStreamer."""
+        if self.cameras is None:
+            return
+        try:
+            self.cameras.start()
+        except MissingDependency as exc:
+            self.cameras_missing = str(exc)
+            self.cameras = None
+
+    def camera_url(self, port: int, mount: str) -> str:
+        userinfo = f"{CAMERA_USER}:{self.camera_password}@" if mount == "secure" else ""
+        return f"rtsp://{userinfo}127.0.0.1:{port}/{mount}"
+
+    async def register_cameras(
+        self, settings: Settings, cameras: list[SimulatedCamera]
+    ) -> tuple[int, int, int]:
+        """Register the test cameras as `camera` devices with their stream (the `cameras`
+        row), as register_simulated does the sensors: idempotent, a changed URL (another port)
+        brought in line, cameras no longer simulated retired and disabled, a device registered
+        by hand under a camera's id left alone. Returns (created, updated, retired)."""
+        from devices import registry
+        from devices.models import DeviceIn, DevicePatch
+        from pantau import db
+
+        if self.cameras is None:
+            return 0, 0, 0
+        port = self.cameras.port
+        created = updated = retired = 0
+        async with await db.connect(settings.database, autocommit=True) as conn:
+            refs = await registry.references(conn)
+            type_name = refs.types["camera"].name_id
+            existing = {
+                d.device_id: d
+                for d in await registry.list_devices(
+                    conn, registry.Filters(device_type="camera", limit=1_000_000)
+                )
+            }
+            async with conn.transaction():
+                for camera in cameras:
+                    wanted = {
+                        "name": f"{type_name} {camera.kecamatan_name} {camera.device_id[-2:]} "
+                        f"(simulasi: {camera.mount})",
+                        "device_type": "camera",
+                        "kecamatan": camera.kecamatan,
+                        "latitude": camera.latitude,
+                        "longitude": camera.longitude,
+                    }
+                    current = existing.get(camera.device_id)
+                    if current is None:
+                        await registry.create_device(
+                            conn,
+                            DeviceIn.model_validate(
+                                {
+                                    "device_id": camera.device_id,
+                                    "installed_by": SIMULATED_BY,
+                                    "metadata": {SIMULATED_CAMERA: camera.mount},
+                                    **wanted,
+                                }
+                            ),
+                            "pantau dev",
+                            refs,
+                        )
+                        created += 1
+                    elif SIMULATED_CAMERA not in current.metadata:
+                        log.warning(
+                            "device %s is registered by hand: left alone", current.device_id
+                        )
+                        continue
+                    else:
+                        changes: dict[str, object] = {
+                            k: v for k, v in wanted.items() if getattr(current, k) != v
+                        }
+                        if current.metadata.get(SIMULATED_CAMERA) != camera.mount:
+                            changes["metadata"] = {SIMULATED_CAMERA: camera.mount}
+                        if current.status == "retired":
+                            changes["status"] = "active"
+                        if changes:
+                            await registry.update_device(
+                                conn,
+                                camera.device_id,
+                                DevicePatch.model_validate(changes),
+                                current.version,
+                                "pantau dev",
+                                refs,
+                            )
+                            updated += 1
+                    await conn.execute(
+                        "INSERT INTO cameras (device_id, rtsp_url) VALUES (%s, %s)"
+                        " ON CONFLICT (device_id) DO UPDATE SET rtsp_url = EXCLUDED.rtsp_url,"
+                        " enabled = true, version = cameras.version + 1, updated_at = now()"
+                        " WHERE cameras.rtsp_url <> EXCLUDED.rtsp_url OR NOT cameras.enabled",
+                        (camera.device_id, self.camera_url(port, camera.mount)),
+                    )
+                simulated = {camera.device_id for camera in cameras}
+                for device in existing.values():
+                    if (
+                        SIMULATED_CAMERA in device.metadata
+                        and device.device_id not in simulated
+                        and device.status != "retired"
+                    ):
+                        await registry.update_device(
+                            conn,
+                            device.device_id,
+                            DevicePatch(status="retired"),
+                            device.version,
+                            "pantau dev",
+                            refs,
+                        )
+                        await conn.execute(
+                            "UPDATE cameras SET enabled = false, version = version + 1,"
+                            " updated_at = now() WHERE device_id = %s",
+                            (device.device_id,),
+                        )
+                        retired += 1
+        return created, updated, retired
 
     def apply(self, settings: Settings) -> Settings:
         """The settings with the database and the broker pointed at this stack."""
@@ -303,6 +484,7 @@ class DevStack:
         return Ports(
             postgres=_reuse_or_free(previous.get("postgres"), Path(self.var_dir / "pg")),
             mqtt=_reuse_or_free(previous.get("mqtt"), None),
+            cameras=_reuse_or_free(previous.get("cameras"), None),
         )
 
 

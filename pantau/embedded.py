@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
 import psycopg
 from psycopg import sql
@@ -475,3 +475,123 @@ class MosquittoBroker:
             return " | ".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+CAMERA_PACKAGES = (
+    "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
+    "gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x"
+)
+_GST_CHECK = (
+    "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+    "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+    "print(' '.join(e for e in ('x264enc', 'timeoverlay', 'imagefreeze') "
+    "if Gst.ElementFactory.find(e) is None))"
+)
+
+
+def camera_server_script() -> Path:
+    """streams/testserver.py, run by the system python3 (it imports gi, not Pantau)."""
+    from importlib.resources import files
+
+    return Path(str(files("streams").joinpath("testserver.py")))
+
+
+def check_camera_server(python: str = SYSTEM_PYTHON) -> None:
+    """MissingDependency naming the Debian packages when `python` cannot serve test cameras."""
+    try:
+        result = subprocess.run(  # noqa: S603 - the system python and our own check
+            [python, "-c", _GST_CHECK], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MissingDependency(
+            f"{python} cannot run GStreamer's RTSP server ({exc}): install {CAMERA_PACKAGES}"
+        ) from exc
+    if result.returncode != 0 or result.stdout.strip():
+        missing = result.stdout.strip() or "no python3-gi or GstRtspServer"
+        raise MissingDependency(
+            f"{python} cannot run GStreamer's RTSP server ({missing}): install {CAMERA_PACKAGES}"
+        )
+
+
+class CameraServer:
+    """The test cameras (streams/testserver.py) as a child process, logging to `log_file`.
+
+    Its stdin stays open: when we die the pipe closes and it exits too."""
+
+    def __init__(
+        self,
+        log_file: Path,
+        *,
+        port: int,
+        auth: str | None = None,
+        flaps: Sequence[str] = (),
+        python: str = SYSTEM_PYTHON,
+    ) -> None:
+        self.log_file = log_file
+        self.port = port
+        self.auth = auth
+        self.flaps = list(flaps)
+        self.python = python
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout: float = 15.0) -> None:
+        check_camera_server(self.python)
+        args = [self.python, str(camera_server_script()), "--port", str(self.port)]
+        if self.auth:
+            args += ["--auth", self.auth]
+        for flap in self.flaps:
+            args += ["--flap", flap]
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log_fh:
+            self._process = subprocess.Popen(  # noqa: S603 - our script
+                args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_fh,
+                text=True,
+                start_new_session=True,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                preexec_fn=_die_with_parent,  # started from the main thread, see _die_with_parent
+            )
+        ready = _read_line(self._process.stdout, timeout)
+        if not ready.startswith("ready "):
+            self.stop()
+            raise EmbeddedStackError(
+                f"the test camera server did not start ({ready or 'no answer'}): "
+                f"see {self.log_file}"
+            )
+        self.port = int(ready.split()[1])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("the test camera server did not stop within %.0fs; killing it", timeout)
+                process.kill()
+                process.wait()
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _read_line(stream: IO[str] | None, timeout: float) -> str:
+    """One line from a child's pipe, or "" when it says nothing within `timeout`."""
+    import selectors
+
+    if stream is None:
+        return ""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return stream.readline().strip()

@@ -293,6 +293,14 @@ class EmbeddedSettings(_Section):
         "the first 3 minutes (0 = never)",
     )
     simulate_seed: int = Field(7, description="`pantau dev`: the seed of the incidents' schedule")
+    simulate_cameras: int = Field(
+        4,
+        ge=0,
+        le=50,
+        description="`pantau dev`: test cameras served by GStreamer's RTSP server with the system "
+        "python3 and registered as `camera` devices: moving, frozen, one that goes away now and "
+        "then, ... (0 = none)",
+    )
 
 
 class DevicesSettings(_Section):

@@ -204,6 +204,21 @@ def make_bench_file(path: str, seconds: int) -> None:
         raise SystemExit(f"encoding failed: {error.message}")
 
 
+def _flap(server: TestServer, spec: str) -> None:
+    """A camera that goes away now and then (for `pantau dev`): stop/start on a timer."""
+    name, up, down = spec.split(":")
+    if name not in server.mounts:
+        raise SystemExit(f"--flap: unknown mount {name!r}")
+
+    def toggle() -> bool:
+        stopping = not server.mounts[name].stopped
+        server.command(f"{'stop' if stopping else 'start'} {name}")
+        GLib.timeout_add_seconds(int(down if stopping else up), toggle)
+        return False
+
+    GLib.timeout_add_seconds(int(up), toggle)
+
+
 def _stdin_reader(server: TestServer, loop: Any) -> None:
     def run(line: str, done: threading.Event) -> bool:
         try:
@@ -232,6 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keyint", type=int, default=10)
     parser.add_argument("--auth", help="USER:PASS required by /secure")
     parser.add_argument("--bench-file", help="MPEG-TS file served, looped, at /bench")
+    parser.add_argument(
+        "--flap",
+        action="append",
+        default=[],
+        metavar="NAME:UP:DOWN",
+        help="stop mount NAME after UP seconds, start it DOWN seconds later, and again",
+    )
     parser.add_argument("--make-bench-file", help="encode the bench file here and exit")
     parser.add_argument("--seconds", type=int, default=20, help="length of the bench file")
     args = parser.parse_args(argv)
@@ -242,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     server = TestServer(args)
     loop = GLib.MainLoop()
     port = server.attach()
+    for flap in args.flap:
+        _flap(server, flap)
     GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, loop.quit)
     GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, loop.quit)
     threading.Thread(target=_stdin_reader, args=(server, loop), daemon=True).start()

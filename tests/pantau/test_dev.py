@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import httpx
 import psycopg
 import pytest
 
 from ingest.simulator import build_devices, report_interval_seconds
+from pantau.dev import build_cameras
 from pantau.embedded import free_port
 from pantau.settings import EmbeddedSettings
 
@@ -51,6 +53,7 @@ def start_dev(var_dir: Path, http_port: int, **env: str) -> subprocess.Popen[str
                 "PANTAU_EMBEDDED__VAR_DIR": str(var_dir),
                 "PANTAU_HTTP__PORT": str(http_port),
                 "PANTAU_LOG__FORMAT": "text",
+                "PYTHONPATH": str(Path(__file__).parents[2]),  # this checkout's code
                 **env,
             },
         )
@@ -130,6 +133,7 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
     wait_ready(proc, port, timeout=30)
     pids = stack_pids(proc, var_dir)
     assert len(pids) >= 4  # pantau, mosquitto, postmaster, PostgreSQL's own workers
+    camera_server = [p for p in pids if b"testserver.py" in Path(f"/proc/{p}/cmdline").read_bytes()]
     with psycopg.connect(dsn(var_dir), autocommit=True) as conn:
         conn.execute(
             "INSERT INTO readings VALUES (now(), 'wl-cikarang-01', 'water_level_cm', 87.5)"
@@ -144,7 +148,7 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
         params={"limit": 5000},
         headers={"Authorization": f"Bearer {token}"},
     ).json()
-    by_id = {d["device_id"]: d for d in listed}
+    by_id = {d["device_id"]: d for d in listed if d["device_type"] != "camera"}
     assert set(by_id) == {d.device_id for d in simulated}
     for sim in simulated:
         device = by_id[sim.device_id]
@@ -202,6 +206,7 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
     assert f"API token    {token}" in out
     left = {pid for pid in pids if alive(pid)}
     assert not left, f"processes left behind: {left}"
+    assert len(camera_server) == 1, "no test camera server was running"
     assert not (var_dir / "pg" / "postmaster.pid").exists()
 
     # Fewer sensors at another rate: the same devices, their interval brought in line, those no
@@ -232,6 +237,22 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
             d.device_id for d in simulated[40:]
         }
         assert httpx.get(f"http://127.0.0.1:{port}/m/").status_code == 200
+        # The test cameras: `camera` devices with a stream each, served by the camera server.
+        cameras = build_cameras(EmbeddedSettings().simulate_cameras)
+        assert {d["device_id"] for d in listed.json() if d["device_type"] == "camera"} == {
+            c.device_id for c in cameras
+        }
+        with psycopg.connect(dsn(var_dir), autocommit=True) as conn:
+            urls = dict(conn.execute("SELECT device_id, rtsp_url FROM cameras").fetchall())
+        assert set(urls) == {c.device_id for c in cameras}
+        with av.open(
+            urls[cameras[0].device_id],
+            options={"rtsp_transport": "tcp", "probesize": "32768", "analyzeduration": "500000"},
+            timeout=(10, 10),
+        ) as container:
+            assert next(container.demux(container.streams.video[0])).size > 0
+        assert f"Cameras      {len(cameras)} test cameras on rtsp://" in output(proc)
+
         # A second terminal: commands reach this stack through var/dev.toml.
         second = subprocess.run(
             [
@@ -278,13 +299,15 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
                 "SELECT count(*) FROM audit_log WHERE action = 'create' AND entity = 'device'"
                 " AND actor = 'pantau dev'"
             ).fetchone()
-            assert created == (len(simulated),)
+            assert created == (len(simulated) + len(cameras),)
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     out = output(proc)
     assert proc.returncode == 0, err
     assert "Reusing the embedded PostgreSQL" in out
+    # The camera server got its port back: no camera's stream changed.
+    assert f"Test cameras: {len(cameras)} registered devices (0 new, 0 updated, 0 retired)" in out
     assert f"API token    {token}" in out  # the same token, still valid
 
 
@@ -292,13 +315,13 @@ def test_dev_recovers_after_kill_9(var_dir: Path) -> None:
     port = free_port()
     proc = start_dev(var_dir, port)
     wait_ready(proc, port)
-    mosquitto = [
-        p for p in descendants(proc.pid) if "mosquitto" in Path(f"/proc/{p}/cmdline").read_text()
-    ]
-    assert mosquitto
+    commands = {p: Path(f"/proc/{p}/cmdline").read_text() for p in descendants(proc.pid)}
+    mosquitto = [p for p, cmd in commands.items() if "mosquitto" in cmd or "testserver.py" in cmd]
+    assert len(mosquitto) == 2  # the broker and the test camera server
     proc.kill()
     proc.communicate(timeout=10)
-    # Mosquitto dies with its parent; PostgreSQL (a daemon) is stopped by the next start.
+    # Mosquitto and the cameras die with their parent; PostgreSQL (a daemon) is stopped by the
+    # next start.
     deadline = time.monotonic() + 10
     while any(alive(p) for p in mosquitto) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -1,12 +1,14 @@
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from pantau.embedded import (
+    CameraServer,
     MosquittoBroker,
     PostgresCluster,
     find_mosquitto,
@@ -25,6 +27,15 @@ def test_missing_postgres_names_the_debian_package(tmp_path: Path) -> None:
 def test_missing_mosquitto_names_the_debian_package() -> None:
     with pytest.raises(MissingDependency, match=r"install the Debian package mosquitto"):
         find_mosquitto("mosquitto-not-installed")
+
+
+def test_python_without_gstreamer_names_the_debian_packages(tmp_path: Path) -> None:
+    # The virtualenv's python has no gi: as a system python3 without python3-gi.
+    for python in (sys.executable, str(tmp_path / "no-python3")):
+        server = CameraServer(tmp_path / "cameras.log", port=0, python=python)
+        with pytest.raises(MissingDependency, match=r"gir1\.2-gst-rtsp-server-1\.0"):
+            server.start()
+        assert server.pid is None
 
 
 def test_installed_programs_are_found() -> None:
