@@ -17,8 +17,15 @@ def workers(ctx: ServiceContext) -> list[Worker]:
 
 
 def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
-    return None
+    from streams.api import router
+    from streams.snapshots import SnapshotStore
+
+    # Reading only: the probes' worker keeps its own store (and its metrics) for writing.
+    app.state.snapshots = SnapshotStore(ctx.settings.streams.snapshot_dir, ctx.settings.streams)
+    app.include_router(router)
 
 
 def register_cli(app: typer.Typer) -> None:
-    return None
+    from streams.cli import app as cameras_app
+
+    app.add_typer(cameras_app, name="cameras")
