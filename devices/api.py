@@ -433,7 +433,7 @@ async def pillars(request: Request, who: Operator) -> list[PillarOut]:
 async def audit(
     request: Request,
     who: Admin,
-    entity: Literal["device", "token", "maintenance"] | None = None,
+    entity: Literal["device", "token", "maintenance", "camera"] | None = None,
     entity_id: Annotated[str | None, Query(max_length=200, pattern=VISIBLE)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntry]:

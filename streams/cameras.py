@@ -97,8 +97,8 @@ def check_url(url: str, field: str = "rtsp_url") -> None:
 
 class Camera(BaseModel):
     device_id: str
-    name: str
-    kecamatan: str
+    name: str | None
+    kecamatan: str | None
     status: str = Field(description="the device's status in the registry")
     configured: bool = Field(description="has a stream (false: registered, no URL set yet)")
     rtsp_url: str | None = Field(description="redacted: `rtsp://***@host:554/path`")

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import psycopg
 import pydantic
@@ -19,8 +19,10 @@ from pantau import cliapp, db, logs
 from pantau.cliapp import WIB
 from pantau.errors import ConfigError
 from pantau.settings import Settings
-from streams import cameras
-from streams.snapshots import REASONS_ID, SnapshotStore
+
+if TYPE_CHECKING:  # imported by the commands that need them: every `pantau` start is lighter
+    from streams import cameras
+    from streams.snapshots import SnapshotStore
 
 T = TypeVar("T")
 Opt = typer.Option
@@ -47,6 +49,8 @@ def _settings() -> Settings:
 
 
 def _run(work: Callable[[psycopg.AsyncConnection, SnapshotStore], Awaitable[T]]) -> T:
+    from streams.snapshots import SnapshotStore
+
     settings = _settings()
     store = SnapshotStore(settings.streams.snapshot_dir, settings.streams)
 
@@ -72,14 +76,17 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _state(c: cameras.Camera) -> str:
-    if not c.configured:
-        return "no stream"
-    if c.enabled is False:
-        return "disabled"
+def _check(c: cameras.Camera) -> str:
+    """The newest check's state, with the offline reason."""
     if c.state is None:
         return "unchecked"
     return f"{c.state}:{c.reason}" if c.reason else c.state
+
+
+def _state(c: cameras.Camera) -> str:
+    if not c.configured:
+        return "no stream"
+    return "disabled" if c.enabled is False else _check(c)
 
 
 @app.command("list")
@@ -88,6 +95,8 @@ def list_(
 ) -> None:
     """Every camera: state (with the offline reason), since when (WIB), fps, bitrate, the
     latest snapshot's age and the stream (redacted)."""
+    from streams import cameras
+
     found = _run(lambda conn, store: cameras.list_cameras(conn, store, limit))
     if not found:
         typer.echo("no cameras (register one: pantau devices add --type camera ...)")
@@ -109,6 +118,9 @@ def list_(
 @app.command("show")
 def show(device_id: Annotated[str, typer.Argument(help="the camera's device id")]) -> None:
     """One camera: its stream (redacted), thresholds and its newest check."""
+    from streams import cameras
+    from streams.snapshots import REASONS_ID
+
     c = _run(lambda conn, store: cameras.get_camera(conn, store, device_id))
     reason = f" ({REASONS_ID.get(c.reason, c.reason)})" if c.reason else ""
     size = f"{c.width}x{c.height}" if c.width and c.height else "-"
@@ -121,7 +133,7 @@ def show(device_id: Annotated[str, typer.Argument(help="the camera's device id")
         ("interval", f"{c.probe_interval_seconds:g} s" if c.probe_interval_seconds else "-"),
         ("enabled", "-" if c.enabled is None else ("yes" if c.enabled else "no")),
         ("thresholds", thresholds),
-        ("state", f"{_state(c)}{reason}"),
+        ("state", f"{_check(c)}{reason}"),
         ("checked", f"{_wib(c.checked_at)} WIB" if c.checked_at else "never"),
         ("since", f"{_wib(c.since)} WIB" if c.since else "-"),
         ("detector", c.liveness or "-"),
@@ -156,6 +168,7 @@ def set_(
     ] = False,
 ) -> None:
     """Set a camera's stream; what is not given keeps its value (audited, picked up at once)."""
+    from streams import cameras
 
     async def work(conn: psycopg.AsyncConnection, store: SnapshotStore) -> cameras.Camera:
         current = await cameras.stored(conn, device_id)
@@ -205,6 +218,8 @@ def snapshot(
 ) -> None:
     """Write the camera's latest picture to a file, or the "offline since ..." placeholder when
     it is down or its picture stale (as the API serves it)."""
+    from streams import cameras
+
     found = _run(lambda conn, store: cameras.snapshot(conn, store, device_id))
     try:
         output.write_bytes(found.jpeg)
