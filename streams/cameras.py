@@ -139,7 +139,7 @@ SELECT d.device_id, d.name, d.kecamatan, d.status, d.device_type,
        c.black_luma, c.covered_ratio, c.frozen_samples, c.bad_samples, c.version, c.updated_at,
        h.time AS checked_at, h.state, h.reason, h.connect_seconds, h.codec, h.width, h.height,
        h.fps, h.bitrate_kbps, h.decode_errors,
-       l.state AS liveness,
+       l.state AS liveness, l.cause AS liveness_cause,
        COALESCE(o.started_at, CASE WHEN l.state = 'down' THEN l.since END) AS since
 FROM devices d
 LEFT JOIN cameras c ON c.device_id = d.device_id
@@ -338,9 +338,12 @@ async def snapshot(
     interval = row["probe_interval_seconds"] or 10.0
     since = row["since"]
     if state in DOWN_STATES or row["liveness"] == "down":
-        reason = row["reason"] if state == "offline" else state
-        if state not in DOWN_STATES:  # the detector's view: silent, or a cause of its own
-            reason = None
+        if state == "offline":
+            reason = row["reason"]
+        elif state in DOWN_STATES:
+            reason = state
+        else:  # the detector's view: no reports (silent), or a cause older than this check
+            reason = (row["liveness_cause"] or "").removeprefix("offline:") or None
         jpeg = placeholder_jpeg(device_id, row["name"], since, reason, checked_at=checked)
         return Snapshot(jpeg, "down", state, since, None)
     if picture is None:

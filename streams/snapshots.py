@@ -16,7 +16,6 @@ import os
 import re
 import tempfile
 import time
-import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -315,8 +314,9 @@ REASONS_ID: dict[str, str] = {
     "covered": "lensa tertutup",
     "blurred": "gambar buram",
     "stale": "gambar tidak diperbarui",
-    "no_snapshot": "belum ada gambar",
+    "no_snapshot": "menunggu gambar pertama dari kamera",
     "disabled": "pemeriksaan dimatikan",
+    "silent": "tidak ada laporan pemeriksaan",
 }
 _PICTURE_PROBLEMS = frozenset({"frozen", "black", "covered", "blurred"})
 
@@ -379,22 +379,22 @@ def _placeholder(
     if since is not None:
         _centred(image, f"{since_word} {wib(since)}", 395, _FONT, 1.6, 3, _WHITE)
     _centred(image, reason_words(reason), 475, _FONT, 1.6, 3, _WHITE)
-    label = _ascii(name) if name and name != device_id else ""
+    label = _printable(name) if name and name != device_id else ""
     _centred(image, label or device_id, 570, _FONT, 1.3, 2, _GREY)
     if label:
         _centred(image, device_id, 625, _FONT, 1.1, 2, _GREY)
     if checked_at is not None:
-        _centred(image, f"diperiksa {wib(checked_at)}", 680, _FONT, 0.9, 2, _GREY)
+        _centred(image, f"terakhir diperiksa {wib(checked_at)}", 680, _FONT, 0.9, 2, _GREY)
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:  # pragma: no cover - OpenCV encodes a plain image
         raise RuntimeError("OpenCV could not encode the placeholder")
     return bytes(encoded.tobytes())
 
 
-def _ascii(text: str) -> str:
-    """OpenCV's Hershey fonts draw ASCII only: accents dropped, the rest as '?'."""
-    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return "".join(c if c.isprintable() else "?" for c in " ".join(plain.split()))
+def _printable(text: str) -> str:
+    """One line of printable text (OpenCV 5 draws Latin letters with accents; what its font
+    lacks shows as '?')."""
+    return "".join(c for c in " ".join(text.split()) if c.isprintable())
 
 
 def _centred(
