@@ -20,14 +20,9 @@ from devices.registry import Invalid, NotFound, RegistryError
 from pantau.cliapp import WIB
 from streams.report import DOWN_STATES
 from streams.snapshots import SnapshotStore, placeholder_jpeg, snapshot_age
+from streams.urls import redact
 
 MAX_URL = 2048
-
-
-def redact(url: str) -> str:  # until streams.urls lands: everything up to the last `@`
-    scheme, sep, rest = url.partition("://")
-    at = rest.rfind("@")
-    return f"{scheme}{sep}***@{rest[at + 1 :]}" if sep and at >= 0 else url.split("?")[0]
 
 
 STALE_INTERVALS = 3  # a picture older than this many probe intervals is stale
