@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from pantau.ids import DEVICE_ID_PATTERN, METRIC_PATTERN
+from streams.urls import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,8 @@ def _expected(error: dict[str, Any]) -> str:
         message = message.removeprefix("Value error, ")
     got = error.get("input")
     if isinstance(got, str) or (isinstance(got, int) and not isinstance(got, bool)):
-        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+        shown = redact_text(repr(got))  # a camera URL pasted anywhere: never its password
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
         message += f" (got {shown})"
     return message
 

@@ -141,6 +141,11 @@ async def test_cameras_are_set_listed_and_never_show_a_password(api: Api) -> Non
         ):
             error = await refused("cctv-tambun-01", body, 422)
             assert error["problems"][0]["field"] == field, error
+        for misplaced in (URL, {"rtsp_url": URL, "enabled": URL}):  # echoed, but redacted
+            answer = await http.put("/api/v1/cameras/cctv-tambun-01", json=misplaced)
+            bodies.append(answer.text)
+            assert answer.status_code == 422, answer.text
+            assert "rtsp://***@10.20.0.5" in answer.text
         missing = await refused("cctv-nowhere-09", {"rtsp_url": URL}, 404)
         assert missing["detail"] == "no device 'cctv-nowhere-09'"
         other = await refused("wl-setu-01", {"rtsp_url": URL}, 409)
