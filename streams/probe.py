@@ -1,0 +1,533 @@
+"""One camera's probe: a thread holding a persistent RTSP connection with PyAV.
+
+It demuxes every packet (counting sizes, timestamps and keyframes, nothing else: this loop runs
+for hundreds of cameras) and decodes only the few keyframes it samples, `samples_per_interval`
+per check interval, spread over it. Each interval ends in one IntervalReport, also while the
+camera is offline. The costly parts are chosen for their cost:
+
+- No PyAV read timeout (it arms a Python-visible interrupt check per packet): `timeout=(open,
+  None)` bounds the open only, and a stall is ffmpeg's own socket timeout (the RTSP demuxer's
+  `timeout` option, in microseconds; ffmpeg 8 removed `stimeout`), free per packet.
+- Keyframes only (`skip_frame = NONKEY`) on one thread with slice threading off: sliced
+  decoding of some IDR frames gives a half green picture.
+- fps from packet timestamps (a wall-clock counter shows 5 fps on a frozen camera), bitrate from
+  packet sizes over the wall time of the interval (see _Interval).
+
+Never log or raise the camera's URL (it holds credentials; PyAV's exception messages carry it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import av
+import av.error
+import cv2
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streams.report import CameraConfig, IntervalReport, OfflineReason, Sample
+from streams.settings import StreamsSettings
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
+
+log = logging.getLogger(__name__)
+
+OPEN_RESULTS = ("ok", "refused", "auth", "not_found", "timeout", "no_video", "error")
+# find_stream_info reads this long before the open returns (ffmpeg's default is 5 s). The codec
+# and size come from the SDP's parameter sets; fps we measure ourselves.
+ANALYZE_MICROSECONDS = 1_000_000
+# Two packets further apart than this (or timestamps that run backwards) start a new segment of
+# the fps measure instead of counting as one long frame: a camera or server restarting its clock.
+PTS_GAP_SECONDS = 5.0
+# Waiting for the open gate or a backoff wakes this often at most to look at `stop`.
+WAKE_SECONDS = 0.5
+
+
+class ProbeMetrics:
+    """The probes' Prometheus series (no per-camera labels: hundreds of cameras, URLs secret)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.opens = Counter(
+            "pantau_camera_opens_total",
+            "RTSP connection attempts, by result (ok or the offline reason)",
+            ["result"],
+            registry=registry,
+        )
+        for result in OPEN_RESULTS:
+            self.opens.labels(result)
+        self.open_seconds = Histogram(
+            "pantau_camera_open_seconds",
+            "Time to open a camera's stream (connect, describe, setup, first packets), when it "
+            "opened",
+            buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20),
+            registry=registry,
+        )
+        self.disconnects = Counter(
+            "pantau_camera_disconnects_total",
+            "Open connections lost, by reason (stalled, ended, error)",
+            ["reason"],
+            registry=registry,
+        )
+        self.packets = Counter(
+            "pantau_camera_packets_total", "Video packets demuxed", registry=registry
+        )
+        self.bytes = Counter(
+            "pantau_camera_bytes_total", "Bytes of video packets demuxed", registry=registry
+        )
+        self.keyframes_decoded = Counter(
+            "pantau_camera_keyframes_decoded_total",
+            "Keyframes decoded and measured (samples)",
+            registry=registry,
+        )
+        self.decode_errors = Counter(
+            "pantau_camera_decode_errors_total",
+            "Keyframes that failed to decode or gave no picture",
+            registry=registry,
+        )
+        self.snapshots_reencoded = Counter(
+            "pantau_camera_snapshots_reencoded_total",
+            "Snapshots re-encoded smaller because they exceeded snapshot_max_bytes",
+            registry=registry,
+        )
+        self.threads = Gauge(
+            "pantau_camera_probe_threads", "Camera probe threads running", registry=registry
+        )
+
+
+def run_camera(
+    config: CameraConfig,
+    settings: StreamsSettings,
+    emit: Callable[[IntervalReport], None],
+    stop: threading.Event,
+    open_gate: threading.Semaphore,
+    metrics: ProbeMetrics,
+    first_delay: float = 0.0,
+) -> None:
+    """Probe one camera until `stop` is set (returns within about stall_timeout of it)."""
+    metrics.threads.inc()
+    try:
+        if stop.wait(first_delay):
+            return
+        _Probe(config, settings, emit, stop, open_gate, metrics).run()
+    finally:
+        metrics.threads.dec()
+
+
+def offline_reason(exc: BaseException, *, opening: bool) -> OfflineReason:
+    """The reason a PyAV error means, while opening or while reading an open stream."""
+    if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
+        return "auth"
+    if isinstance(exc, av.error.HTTPNotFoundError):
+        return "not_found"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, TimeoutError | av.error.ExitError) or code in (
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+    ):
+        return "timeout" if opening else "stalled"
+    if not opening and isinstance(
+        exc, EOFError | ConnectionResetError | BrokenPipeError | ConnectionAbortedError
+    ):
+        return "ended"
+    return "error"
+
+
+def describe(exc: BaseException, url: str) -> str:
+    """An exception's type and message for a log line, without the URL it may carry."""
+    # an FFmpegError's str() ends with the URL it was opening: take its strerror alone
+    text = (exc.strerror or "") if isinstance(exc, av.error.FFmpegError) else str(exc)
+    return f"{type(exc).__name__}: {text}".replace(url, "<url>").rstrip(": ")
+
+
+def measure(frame: VideoFrame, analysis_width: int, at: float) -> Sample:
+    """Scale a decoded frame to the analysis width in gray and measure it."""
+    width = min(analysis_width, frame.width)
+    height = max(2, round(frame.height * width / frame.width / 2) * 2)
+    gray: npt.NDArray[np.uint8] = np.ascontiguousarray(
+        frame.reformat(width=width, height=height, format="gray").to_ndarray(), dtype=np.uint8
+    )
+    pts, time_base = frame.pts, frame.time_base
+    seconds = float(pts * time_base) if pts is not None and time_base else None
+    return measure_gray(gray, at, seconds)
+
+
+def measure_gray(gray: npt.NDArray[np.uint8], at: float, pts_seconds: float | None) -> Sample:
+    """The judge's measures of a gray picture: brightness, contrast, edges, sharpness."""
+    mean, std = cv2.meanStdDev(gray)
+    edges = cv2.Canny(gray, 50, 150)
+    return Sample(
+        at=at,
+        pts_seconds=pts_seconds,
+        luma=float(mean[0, 0]),
+        contrast=float(std[0, 0]),
+        edge_density=cv2.countNonZero(edges) / edges.size,
+        sharpness=float(cv2.Laplacian(gray, cv2.CV_64F).var()),
+        gray=gray,
+    )
+
+
+def snapshot(frame: VideoFrame, quality: int, max_bytes: int, metrics: ProbeMetrics) -> bytes:
+    """The frame as a JPEG of at most max_bytes: lower quality first, then half the size."""
+    picture: npt.NDArray[np.uint8] = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+    encoded = _jpeg(picture, quality)
+    if len(encoded) > max_bytes:
+        metrics.snapshots_reencoded.inc()
+    while len(encoded) > max_bytes:
+        if quality > 30:
+            quality = max(30, quality - 20)
+        else:
+            half = (picture.shape[1] // 2, picture.shape[0] // 2)
+            picture = np.asarray(
+                cv2.resize(picture, half, interpolation=cv2.INTER_AREA), dtype=np.uint8
+            )
+        encoded = _jpeg(picture, quality)
+    return encoded
+
+
+def _jpeg(picture: npt.NDArray[np.uint8], quality: int) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buffer.tobytes()
+
+
+class _Interval:
+    """What one check interval has seen so far.
+
+    Bitrate is bytes over the interval's wall time, not over its packets' timestamp span: the
+    timestamps lie exactly where it matters (a frozen or restarting encoder repeats or resets
+    them, a bursty one delivers a backlog whose span is not the time it took), while bytes per
+    wall second is what crossed the network. fps is the other way round: frames per second of
+    timestamp, summed over segments of steadily increasing timestamps.
+    """
+
+    __slots__ = (
+        "bytes",
+        "decode_errors",
+        "frame",
+        "keyframes",
+        "packets",
+        "samples",
+        "started_at",
+        "started_mono",
+    )
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.started_mono = time.monotonic()
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.decode_errors = 0
+        self.samples: list[Sample] = []
+        self.frame: VideoFrame | None = None
+
+
+class _Probe:
+    def __init__(
+        self,
+        config: CameraConfig,
+        settings: StreamsSettings,
+        emit: Callable[[IntervalReport], None],
+        stop: threading.Event,
+        open_gate: threading.Semaphore,
+        metrics: ProbeMetrics,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self._emit = emit
+        self.stop = stop
+        self.gate = open_gate
+        self.metrics = metrics
+        self.device = config.device_id
+        self.period = config.probe_interval_seconds
+        self.reason: OfflineReason | None = None  # why the camera is offline now, once known
+        self.interval = _Interval()
+        self.options = {
+            "rtsp_transport": "tcp",
+            "timeout": str(int(settings.stall_timeout_seconds * 1_000_000)),
+            "analyzeduration": str(ANALYZE_MICROSECONDS),
+            "allowed_media_types": "video",
+        }
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                opened = self._open()
+                if opened is None:
+                    if self.stop.is_set():
+                        return
+                    failures += 1
+                else:
+                    container, connect_seconds = opened
+                    failures = 1  # a lost connection is retried after the shortest wait
+                    try:
+                        self._stream(container, connect_seconds)
+                    finally:
+                        container.close()
+                    if self.stop.is_set():
+                        return
+            except Exception:  # a bug of ours must not end the camera's probing for good
+                log.exception("camera %s: probe failed, retrying", self.device)
+                failures += 1
+                self.reason = "error"
+                self._report_offline()
+            self._wait(self._backoff(failures))
+
+    # --- connecting ---------------------------------------------------------------------
+
+    def _open(self) -> tuple[InputContainer, float] | None:
+        """Open the stream (bounded by the gate); None when it failed (reason set) or stopped."""
+        while not self.gate.acquire(timeout=self._wake_in()):
+            if self.stop.is_set():
+                return None
+            self._tick_offline()
+        try:
+            if self.stop.is_set():
+                return None
+            interval = _Interval()
+            try:
+                container = av.open(
+                    self.config.rtsp_url,
+                    options=self.options,
+                    timeout=(self.settings.open_timeout_seconds, None),
+                )
+            except Exception as exc:
+                reason = offline_reason(exc, opening=True)
+                waited = time.monotonic() - interval.started_mono
+                if (
+                    isinstance(exc, av.error.InvalidDataError)
+                    and waited >= 0.9 * self.settings.stall_timeout_seconds
+                ):
+                    # A server that never answers the RTSP request: ffmpeg's socket timeout
+                    # ends the read and the missing reply is reported as invalid data.
+                    reason = "timeout"
+                self._failed(reason, exc)
+                return None
+        finally:
+            self.gate.release()
+        connect_seconds = time.monotonic() - interval.started_mono
+        if not container.streams.video:
+            container.close()
+            self._failed("no_video", None)
+            return None
+        self.metrics.opens.labels("ok").inc()
+        self.metrics.open_seconds.observe(connect_seconds)
+        if self.reason is not None:
+            log.info("camera %s: online again after %s", self.device, self.reason)
+        self.reason = None
+        self.interval = interval  # the interval starts with the open: its packets count in it
+        return container, connect_seconds
+
+    def _failed(self, reason: OfflineReason, exc: BaseException | None) -> None:
+        self.metrics.opens.labels(reason).inc()
+        detail = describe(exc, self.config.rtsp_url) if exc is not None else "no video stream"
+        level = logging.DEBUG if reason == self.reason else logging.INFO
+        log.log(level, "camera %s: cannot open the stream: %s (%s)", self.device, reason, detail)
+        first = self.reason is None
+        self.reason = reason
+        if first:
+            self._report_offline()  # the judge hears of it now, then once per interval
+
+    def _backoff(self, failures: int) -> float:
+        low = self.settings.reconnect_min_seconds
+        delay = min(self.settings.reconnect_max_seconds, low * 2 ** max(0, failures - 1))
+        return float(delay * random.uniform(0.5, 1.0))  # noqa: S311 (jitter, not a secret)
+
+    def _wake_in(self) -> float:
+        until = self.interval.started_mono + self.period - time.monotonic()
+        return max(0.01, min(WAKE_SECONDS, until))
+
+    def _wait(self, seconds: float) -> None:
+        """Wait (reporting offline intervals as they end) until seconds passed or stopped."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(min(left, self._wake_in()))
+            self._tick_offline()
+
+    def _tick_offline(self) -> None:
+        if time.monotonic() >= self.interval.started_mono + self.period:
+            if self.reason is None:
+                self.interval = _Interval()
+            else:
+                self._report_offline()
+
+    def _report_offline(self) -> None:
+        seen, self.interval = self.interval, _Interval()
+        self._send(
+            IntervalReport(
+                device_id=self.device,
+                started_at=seen.started_at,
+                ended_at=self.interval.started_at,
+                online=False,
+                reason=self.reason or "error",
+                packets=seen.packets,
+                keyframes=seen.keyframes,
+                decode_errors=seen.decode_errors,
+            )
+        )
+
+    def _send(self, report: IntervalReport) -> None:
+        try:
+            self._emit(report)
+        except Exception:
+            log.exception("camera %s: the report could not be handed over", self.device)
+
+    # --- the packet loop ----------------------------------------------------------------
+
+    def _stream(self, container: InputContainer, connect_seconds: float) -> None:
+        stream: VideoStream = container.streams.video[0]
+        codec = stream.codec_context
+        codec.skip_frame = "NONKEY"
+        codec.thread_type = "NONE"
+        codec.thread_count = 1
+        time_base = stream.time_base or Fraction(1, 90_000)
+        gap = int(PTS_GAP_SECONDS / time_base)
+        period = self.period
+        per_interval = self.settings.samples_per_interval
+        step = period / per_interval
+        interval = self.interval
+        boundary = interval.started_mono + period
+        next_sample = interval.started_mono
+        packets = size = keyframes = 0
+        # fps: timestamp span and frames over segments of increasing timestamps
+        top: int | None = None
+        span = frames = 0
+        monotonic = time.monotonic
+        reason: OfflineReason = "ended"
+        try:
+            for packet in container.demux(stream):
+                packets += 1
+                size += packet.size
+                pts = packet.pts
+                if pts is not None:
+                    if top is None or pts < top - gap or pts > top + gap:
+                        top = pts  # a new segment: no span, no frame counted
+                    else:
+                        frames += 1
+                        if pts > top:
+                            span += pts - top
+                            top = pts
+                now = monotonic()
+                if packet.is_keyframe:
+                    keyframes += 1
+                    if now >= next_sample and len(interval.samples) < per_interval:
+                        self._sample(codec, packet, interval)
+                        next_sample = interval.started_mono + step * len(interval.samples)
+                        now = monotonic()
+                    if self.stop.is_set():
+                        return
+                if now >= boundary:
+                    interval.packets, interval.bytes, interval.keyframes = packets, size, keyframes
+                    fps = frames / float(span * time_base) if span else None
+                    self._report_online(stream, interval, connect_seconds, fps)
+                    if self.stop.is_set():
+                        return
+                    interval = self.interval = _Interval()
+                    boundary = interval.started_mono + period
+                    next_sample = interval.started_mono
+                    packets = size = keyframes = span = frames = 0
+        except Exception as exc:
+            reason = offline_reason(exc, opening=False)
+            log.info(
+                "camera %s: stream lost: %s (%s)",
+                self.device,
+                reason,
+                describe(exc, self.config.rtsp_url),
+            )
+        else:
+            log.info("camera %s: stream lost: the server ended it", self.device)
+        if self.stop.is_set():
+            return
+        interval.packets, interval.bytes, interval.keyframes = packets, size, keyframes
+        self._count(interval)
+        self.metrics.disconnects.labels(reason).inc()
+        self.reason = reason
+        self._report_offline()
+
+    def _sample(
+        self, codec: av.VideoCodecContext, packet: av.Packet[Any], interval: _Interval
+    ) -> None:
+        try:
+            frames = codec.decode(packet)
+        except av.error.FFmpegError as exc:
+            interval.decode_errors += 1
+            log.debug("camera %s: keyframe not decoded: %s", self.device, describe(exc, ""))
+            return
+        if not frames:  # a decoder with a reorder delay holds the picture back: let it go
+            with contextlib.suppress(av.error.FFmpegError):
+                frames = codec.decode(None)
+            codec.flush_buffers()
+        if not frames:
+            interval.decode_errors += 1
+            return
+        frame = frames[-1]
+        interval.samples.append(measure(frame, self.settings.analysis_width, time.time()))
+        interval.frame = frame
+
+    def _report_online(
+        self,
+        stream: VideoStream,
+        interval: _Interval,
+        connect_seconds: float,
+        fps: float | None,
+    ) -> None:
+        self._count(interval)
+        jpeg = None
+        if interval.frame is not None:
+            jpeg = snapshot(
+                interval.frame,
+                self.settings.snapshot_quality,
+                self.settings.snapshot_max_bytes,
+                self.metrics,
+            )
+        ended_at = time.time()
+        wall = max(ended_at - interval.started_at, 1e-3)
+        codec = stream.codec_context
+        width = interval.frame.width if interval.frame is not None else codec.width
+        height = interval.frame.height if interval.frame is not None else codec.height
+        self._send(
+            IntervalReport(
+                device_id=self.device,
+                started_at=interval.started_at,
+                ended_at=ended_at,
+                online=True,
+                connect_seconds=connect_seconds,
+                codec=codec.name,
+                width=width or None,
+                height=height or None,
+                fps=fps,
+                bitrate_kbps=interval.bytes * 8 / 1000 / wall,
+                packets=interval.packets,
+                keyframes=interval.keyframes,
+                decode_errors=interval.decode_errors,
+                samples=tuple(interval.samples),
+                jpeg=jpeg,
+            )
+        )
+
+    def _count(self, interval: _Interval) -> None:
+        self.metrics.packets.inc(interval.packets)
+        self.metrics.bytes.inc(interval.bytes)
+        self.metrics.keyframes_decoded.inc(len(interval.samples))
+        self.metrics.decode_errors.inc(interval.decode_errors)

@@ -1,0 +1,291 @@
+"""The probe against the real test cameras (GStreamer's RTSP server): every pattern judged within
+two check intervals, a stopped and a stalled camera offline with their reasons and back, the
+offline reasons of a refused, unauthorised, missing or silent server, and no credentials in logs,
+errors or metrics."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import wave
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from streams.health import Judge
+from streams.probe import ProbeMetrics, describe, run_camera
+from streams.report import CameraConfig, IntervalReport, Thresholds, Verdict
+from streams.settings import StreamsSettings
+from tests.fixtures.rtsp import RtspServer
+
+INTERVAL = 2.0  # the test cameras send a keyframe every second: two samples per interval
+SETTINGS = StreamsSettings(
+    stall_timeout_seconds=2.0,
+    open_timeout_seconds=5.0,
+    reconnect_min_seconds=0.2,
+    reconnect_max_seconds=1.0,
+    samples_per_interval=2,
+)
+WRONG_PASSWORD = "salah-sandi-4471"
+
+
+class Cameras:
+    """Probe threads under test: their reports and verdicts, waited for with a deadline."""
+
+    def __init__(self, settings: StreamsSettings = SETTINGS) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.metrics = ProbeMetrics(self.registry)
+        self.stop = threading.Event()
+        self.gate = threading.Semaphore(settings.open_concurrency)
+        self.threads: list[threading.Thread] = []
+        self.judges: dict[str, Judge] = {}
+        self.seen: dict[str, list[tuple[IntervalReport, Verdict]]] = defaultdict(list)
+        self.changed = threading.Condition()
+
+    def start(self, name: str, url: str, interval: float = INTERVAL) -> None:
+        config = CameraConfig(name, url, probe_interval_seconds=interval)
+        self.judges[name] = Judge(Thresholds(frozen_samples=3, bad_samples=3))
+        thread = threading.Thread(
+            target=run_camera,
+            args=(config, self.settings, self._emit, self.stop, self.gate, self.metrics),
+            name=f"probe-{name}",
+        )
+        thread.start()
+        self.threads.append(thread)
+
+    def _emit(self, report: IntervalReport) -> None:
+        verdict = self.judges[report.device_id].judge(report)
+        with self.changed:
+            self.seen[report.device_id].append((report, verdict))
+            self.changed.notify_all()
+
+    def online(self, name: str) -> list[tuple[IntervalReport, Verdict]]:
+        with self.changed:
+            return [(r, v) for r, v in self.seen[name] if r.online]
+
+    def wait(self, what: str, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+        with self.changed:
+            if not self.changed.wait_for(condition, timeout):
+                seen = {
+                    name: [(r.online, r.reason, v.state) for r, v in items[-6:]]
+                    for name, items in self.seen.items()
+                }
+                pytest.fail(f"not within {timeout} s: {what}; last reports: {seen}")
+
+    def wait_for_report(
+        self, name: str, after: int, condition: Callable[[IntervalReport, Verdict], bool]
+    ) -> tuple[IntervalReport, Verdict]:
+        """The first report of `name` past the first `after` ones that meets the condition."""
+        found: list[tuple[IntervalReport, Verdict]] = []
+
+        def check() -> bool:
+            found[:] = [(r, v) for r, v in self.seen[name][after:] if condition(r, v)]
+            return bool(found)
+
+        self.wait(f"a report of {name}", check)
+        return found[0]
+
+    def count(self, name: str) -> int:
+        with self.changed:
+            return len(self.seen[name])
+
+    def close(self) -> float:
+        """Stop every probe; how long the slowest took to return."""
+        self.stop.set()
+        started = time.monotonic()
+        for thread in self.threads:
+            thread.join(15)
+        assert not [t.name for t in self.threads if t.is_alive()]
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def cameras() -> Iterator[Cameras]:
+    running = Cameras()
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def metric(cameras: Cameras, name: str, labels: dict[str, str] | None = None) -> float:
+    value = cameras.registry.get_sample_value(name, labels or {})
+    return value or 0.0
+
+
+def test_each_pattern_is_judged_within_two_intervals(
+    rtsp_server: RtspServer, cameras: Cameras
+) -> None:
+    expected = {"moving": "ok", "night": "ok", "frozen": "frozen", "black": "black"}
+    expected["covered"] = "covered"
+    for name in expected:
+        cameras.start(name, rtsp_server.url(name))
+    cameras.wait(
+        "three online reports of every pattern",
+        lambda: all(len([r for r, _ in cameras.seen[n] if r.online]) >= 3 for n in expected),
+    )
+    for name, state in expected.items():
+        seen = cameras.online(name)
+        states = [v.state for _, v in seen]
+        if state == "ok":
+            assert set(states) == {"ok"}, (name, states)
+        else:
+            assert states[1:3] == [state, state], (name, states)  # the second interval is enough
+        report = seen[0][0]
+        assert report.codec == "h264"
+        assert (report.width, report.height) == (320, 240)
+        assert report.fps == pytest.approx(10, rel=0.1)  # from timestamps
+        assert report.bitrate_kbps is not None
+        assert report.bitrate_kbps > 0
+        assert report.connect_seconds is not None
+        assert 0 < report.connect_seconds < SETTINGS.open_timeout_seconds
+        for later, _ in seen[1:3]:
+            assert len(later.samples) == 2
+            assert later.keyframes >= 2
+            assert later.packets >= 15
+            assert later.samples[0].gray.shape == (240, 320)
+            assert later.jpeg is not None
+            picture = cv2.imdecode(np.frombuffer(later.jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert picture.shape == (240, 320, 3)
+    # a frozen encoder's bitrate collapses against a moving one's
+    frozen = [r.bitrate_kbps or 0 for r, _ in cameras.online("frozen")]
+    moving = [r.bitrate_kbps or 0 for r, _ in cameras.online("moving")]
+    assert max(frozen) < 0.6 * min(moving)
+    assert metric(cameras, "pantau_camera_opens_total", {"result": "ok"}) >= 5
+    assert metric(cameras, "pantau_camera_packets_total") > 0
+    assert metric(cameras, "pantau_camera_bytes_total") > 0
+    assert metric(cameras, "pantau_camera_keyframes_decoded_total") >= 5 * 6
+    assert metric(cameras, "pantau_camera_probe_threads") == 5
+    cameras.close()
+    assert metric(cameras, "pantau_camera_probe_threads") == 0
+
+
+def test_a_stopped_and_a_stalled_camera_go_offline_and_come_back(
+    rtsp_server: RtspServer, cameras: Cameras
+) -> None:
+    cameras.start("stops", rtsp_server.url("stops"))
+    cameras.start("stalls", rtsp_server.url("stalls"))
+    cameras.wait(
+        "both online",
+        lambda: all(any(r.online for r, _ in cameras.seen[n]) for n in ("stops", "stalls")),
+    )
+    stops_seen, stalls_seen = cameras.count("stops"), cameras.count("stalls")
+    stalled_at = time.monotonic()
+    try:
+        rtsp_server.command("stop", "stops")
+        rtsp_server.command("stall", "stalls")
+        ended, verdict = cameras.wait_for_report("stops", stops_seen, lambda r, _: not r.online)
+        assert (ended.reason, verdict.cause) == ("ended", "offline:ended")
+        cameras.wait_for_report("stops", stops_seen, lambda r, _: r.reason == "not_found")
+        stalled, verdict = cameras.wait_for_report("stalls", stalls_seen, lambda r, _: not r.online)
+        assert (stalled.reason, verdict.cause) == ("stalled", "offline:stalled")
+        # detected by the socket timeout, not earlier
+        assert time.monotonic() - stalled_at >= SETTINGS.stall_timeout_seconds
+        stops_seen, stalls_seen = cameras.count("stops"), cameras.count("stalls")
+    finally:
+        rtsp_server.command("start", "stops")
+        rtsp_server.command("resume", "stalls")
+    for name, after in (("stops", stops_seen), ("stalls", stalls_seen)):
+        back, verdict = cameras.wait_for_report(name, after, lambda r, _: r.online)
+        assert verdict.state == "ok"
+        assert back.packets > 0
+    assert metric(cameras, "pantau_camera_disconnects_total", {"reason": "ended"}) >= 1
+    assert metric(cameras, "pantau_camera_disconnects_total", {"reason": "stalled"}) >= 1
+    assert metric(cameras, "pantau_camera_opens_total", {"result": "not_found"}) >= 1
+    # a probe returns within about stall_timeout of being stopped
+    assert cameras.close() < SETTINGS.stall_timeout_seconds + 1.5
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        return int(unused.getsockname()[1])
+
+
+@pytest.fixture
+def audio_only(tmp_path: Path) -> Path:
+    path = tmp_path / "tone.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(np.zeros(8000, np.int16).tobytes())
+    return path
+
+
+def test_offline_reasons_and_no_credentials_anywhere(
+    rtsp_server: RtspServer,
+    cameras: Cameras,
+    caplog: pytest.LogCaptureFixture,
+    silent_port: int,
+    closed_port: int,
+    audio_only: Path,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="streams")
+    assert rtsp_server.credentials is not None
+    password = rtsp_server.credentials.split(":")[1]
+    urls = {
+        "secure": rtsp_server.url("secure", rtsp_server.credentials),
+        "wrong": rtsp_server.url("secure", f"pantau:{WRONG_PASSWORD}"),
+        "anonymous": rtsp_server.url("secure"),
+        "missing": rtsp_server.url("no-such-camera", rtsp_server.credentials),
+        "refused": f"rtsp://pantau:{WRONG_PASSWORD}@127.0.0.1:{closed_port}/x",
+        "silent": f"rtsp://pantau:{WRONG_PASSWORD}@127.0.0.1:{silent_port}/x",
+        "audio": str(audio_only),
+    }
+    for name, url in urls.items():
+        cameras.start(name, url)
+    expected = {
+        "wrong": "auth",
+        "anonymous": "auth",
+        "missing": "not_found",
+        "refused": "refused",
+        "silent": "timeout",
+        "audio": "no_video",
+    }
+    for name, reason in expected.items():
+        _report, verdict = cameras.wait_for_report(name, 0, lambda r, _: not r.online)
+        assert verdict.cause == f"offline:{reason}", name
+    _secure, verdict = cameras.wait_for_report("secure", 0, lambda r, _: r.online)
+    assert verdict.state == "ok"
+    # offline reports keep coming, one per interval
+    cameras.wait("a second report of the refused camera", lambda: cameras.count("refused") >= 2)
+    cameras.close()
+
+    exposed = [caplog.text, generate_latest(cameras.registry).decode()]
+    exposed += [repr(r) for items in cameras.seen.values() for r, _ in items]
+    for text in exposed:
+        assert password not in text
+        assert WRONG_PASSWORD not in text
+    assert "camera wrong: cannot open the stream: auth" in caplog.text
+    assert metric(cameras, "pantau_camera_opens_total", {"result": "auth"}) >= 2
+    assert metric(cameras, "pantau_camera_opens_total", {"result": "no_video"}) >= 1
+
+
+def test_an_error_is_described_without_its_url(rtsp_server: RtspServer) -> None:
+    url = rtsp_server.url("secure", f"pantau:{WRONG_PASSWORD}")
+    with pytest.raises(av.error.HTTPUnauthorizedError) as caught:
+        av.open(url, options={"rtsp_transport": "tcp"}, timeout=(5, None))
+    assert WRONG_PASSWORD in str(caught.value)  # PyAV puts the URL in its message
+    text = describe(caught.value, url)
+    assert WRONG_PASSWORD not in text
+    assert text.startswith("HTTPUnauthorizedError: ")
