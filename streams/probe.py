@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streams.report import CameraConfig, IntervalReport, OfflineReason, Sample
 from streams.settings import StreamsSettings
+from streams.urls import redact, redact_text
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -152,7 +153,8 @@ def describe(exc: BaseException, url: str) -> str:
     """An exception's type and message for a log line, without the URL it may carry."""
     # an FFmpegError's str() ends with the URL it was opening: take its strerror alone
     text = (exc.strerror or "") if isinstance(exc, av.error.FFmpegError) else str(exc)
-    return f"{type(exc).__name__}: {text}".replace(url, "<url>").rstrip(": ")
+    text = redact_text(text.replace(url, redact(url))) if url else redact_text(text)
+    return f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
 def measure(frame: VideoFrame, analysis_width: int, at: float) -> Sample:
