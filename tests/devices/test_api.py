@@ -185,7 +185,7 @@ async def test_filters(api: Api) -> None:
         assert "babelan, bojongmangu" in wrong["kecamatan"]
         assert "tarumajaya" in wrong["kecamatan"]
         assert wrong["type"] == (  # named as the query parameter the caller sent
-            "'toaster' is not a device type; expected one of air_quality, cctv_camera, "
+            "'toaster' is not a device type; expected one of air_quality, camera, "
             "rain_gauge, street_light, traffic_counter, waste_bin, water_level, weather"
         )
         assert (await problems(status="broken"))["status"] == (
@@ -353,7 +353,7 @@ async def test_reference_lists(api: Api) -> None:
         "traffic_counter",
         "street_light",
         "waste_bin",
-        "cctv_camera",
+        "camera",
     }
     aq = next(t for t in types if t["id"] == "air_quality")
     assert {m["metric"] for m in aq["metrics"]} == {"pm25_ugm3", "pm10_ugm3"}
