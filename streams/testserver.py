@@ -55,9 +55,18 @@ def _bench_launch(path: str) -> str:
     location = path.replace('"', "")
     return (
         f'( multifilesrc location="{location}" loop=true ! tsdemux ! h264parse '
-        f"! identity sync=true single-segment=true ! valve name=gate drop=false "
+        f"! identity name=pace sync=true single-segment=true ! valve name=gate drop=false "
         f"! rtph264pay name=pay0 pt=96 config-interval=-1 )"
     )
+
+
+def _not_seekable(_pad: Any, info: Any) -> Any:
+    # The looped file must look like a live camera: a client's PLAY (FFmpeg always sends Range:
+    # npt=0.000-) otherwise seeks tsdemux, which fails, and the shared media answers every other
+    # client 503 until it is unprepared. Answered here, the SEEKING query says "not seekable".
+    if info.get_query().type == Gst.QueryType.SEEKING:
+        return Gst.PadProbeReturn.HANDLED
+    return Gst.PadProbeReturn.OK
 
 
 class Mount:
@@ -75,6 +84,9 @@ class Mount:
         self.media.append(media)
         media.connect("unprepared", self._unprepared)
         self._set_gate(media)
+        pace = media.get_element().get_by_name("pace")
+        if pace is not None:
+            pace.get_static_pad("sink").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, _not_seekable)
 
     def _unprepared(self, media: Any) -> None:
         if media in self.media:

@@ -174,3 +174,18 @@ def test_bench_file_loops_at_real_time(
     span = float((pts[-1] - pts[0]) * stream.time_base)
     assert (len(pts) - 1) / span == pytest.approx(25, rel=0.05)
     assert wall == pytest.approx(span, rel=0.15), "not played at real time"
+
+
+def test_bench_file_serves_many_clients_at_once(
+    rtsp_server_factory: Callable[..., RtspServer], bench_file: Path
+) -> None:
+    # FFmpeg's PLAY always asks for a range: seeking the looped file failed, and the shared
+    # media then answered the other clients 503 (the camera benchmark opens 200 of them).
+    server = rtsp_server_factory(bench_file=bench_file)
+
+    def packets(_: int) -> int:
+        with open_stream(server.url("bench")) as container:
+            return sum(1 for _packet, _ in zip(packets_of(container), range(10), strict=False))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(packets, range(8))) == [10] * 8
