@@ -39,6 +39,7 @@ from pantau.errors import DatabaseUnavailable
 from streams import store
 from streams.report import CameraConfig, IntervalReport, Thresholds, Verdict
 from streams.settings import StreamsSettings
+from streams.urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,13 @@ class CameraProbes:
             self._start(config, delay)
             if why is not None:
                 self.metrics.restarts.labels(why).inc()
-                log.info("camera %s: probe started again (%s)", config.device_id, why)
+            log.info(
+                "camera %s: probing %s every %gs%s",
+                config.device_id,
+                redact(config.rtsp_url),
+                config.probe_interval_seconds,
+                f" (started again: {why})" if why else "",
+            )
         if loaded.unprobed and loaded.unprobed != self._unprobed:
             log.warning(
                 "%d enabled cameras are not probed: past streams.max_cameras (%d)",
