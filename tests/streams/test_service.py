@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pantau.errors import DatabaseUnavailable
 from streams import service
 from streams.report import CameraConfig, IntervalReport, Thresholds, Verdict
 from streams.service import CameraProbes, ServiceMetrics
@@ -37,6 +38,7 @@ class StandIn:
     fail_first: set[str] = field(default_factory=set)  # these devices' first run raises
     starts: list[tuple[str, str, float]] = field(default_factory=list)
     returned: list[str] = field(default_factory=list)
+    emitted: int = 0
 
     def __call__(
         self,
@@ -56,6 +58,7 @@ class StandIn:
             while not stop.wait(self.every):
                 now = time.time()
                 emit(IntervalReport(config.device_id, now - self.every, now, True, fps=10.0))
+                self.emitted += 1
             if self.ignore_stop is not None:
                 self.ignore_stop.wait(30)
         finally:
@@ -225,6 +228,54 @@ async def test_shutdown_has_a_deadline_and_names_what_did_not_stop(
             assert "u:p" not in caplog.text
     finally:
         release.set()
+
+
+async def test_reports_wait_while_the_database_is_away_and_probes_go_on(migrated_db: str) -> None:
+    standin = StandIn(every=0.3)
+    registry = CollectorRegistry()
+    away = asyncio.Event()
+
+    async def connect() -> psycopg.AsyncConnection:
+        if away.is_set():
+            raise DatabaseUnavailable("cannot connect to the database: refused (test)")
+        return await psycopg.AsyncConnection.connect(migrated_db, autocommit=True)
+
+    probes = CameraProbes(
+        StreamsSettings(),
+        connect,
+        run_camera=standin,
+        judge=_ok_judge,
+        metrics=ServiceMetrics(registry),
+        probe_metrics=None,
+        write_seconds=0.2,
+    )
+    stop = asyncio.Event()
+    async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
+        await _camera(conn, "cam-1")
+        task = asyncio.create_task(probes.run(stop))
+        try:
+            await _wait("stored", lambda: _count_positive(conn, "cam-1"))
+            away.set()
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            await _wait(
+                "a write failed",
+                lambda: (registry.get_sample_value("pantau_camera_write_failures_total") or 0) > 0,
+            )
+            await _wait("reports wait", lambda: probes._pending_count() >= 2)
+            away.clear()
+            await _wait("written again", lambda: probes._pending_count() == 0, within=15)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+        assert len(standin.starts) == 1  # the probe ran through it
+        assert await _count(conn, "cam-1") == standin.emitted  # nothing lost
+    dropped = registry.get_sample_value(
+        "pantau_camera_reports_dropped_total", {"reason": "overwritten"}
+    )
+    assert dropped == 0
 
 
 def test_the_hand_off_keeps_the_newest_reports_of_a_camera_and_counts_the_rest() -> None:
