@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from pantau.errors import DatabaseUnavailable
 from streams import service
-from streams.report import CameraConfig, IntervalReport, Thresholds, Verdict
+from streams.health import Judge
+from streams.report import CameraConfig, IntervalReport, Verdict
 from streams.service import CameraProbes, ServiceMetrics
 from streams.settings import StreamsSettings
 from tests.streams.test_store import _camera
@@ -65,15 +66,6 @@ class StandIn:
             self.returned.append(config.device_id)
 
 
-class OkJudge:
-    def judge(self, report: IntervalReport) -> Verdict:
-        return Verdict("ok") if report.online else Verdict("offline", report.reason)
-
-
-def _ok_judge(thresholds: Thresholds) -> OkJudge:
-    return OkJudge()
-
-
 async def _wait(
     what: str, check: Callable[[], Awaitable[object] | object], within: float = 10
 ) -> None:
@@ -98,7 +90,7 @@ async def _running(
         settings,
         lambda: psycopg.AsyncConnection.connect(db, autocommit=True),
         run_camera=standin,
-        judge=_ok_judge,
+        judge=Judge,
         metrics=ServiceMetrics(registry),
         probe_metrics=None,
         write_seconds=0.2,
@@ -244,7 +236,7 @@ async def test_reports_wait_while_the_database_is_away_and_probes_go_on(migrated
         StreamsSettings(),
         connect,
         run_camera=standin,
-        judge=_ok_judge,
+        judge=Judge,
         metrics=ServiceMetrics(registry),
         probe_metrics=None,
         write_seconds=0.2,
@@ -284,7 +276,7 @@ def test_the_hand_off_keeps_the_newest_reports_of_a_camera_and_counts_the_rest()
         StreamsSettings(),
         _no_database,
         run_camera=StandIn(),
-        judge=_ok_judge,
+        judge=Judge,
         metrics=ServiceMetrics(registry),
         probe_metrics=None,
     )
