@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pantau.settings composes streams.settings: no import cycle
 
 
 def workers(ctx: ServiceContext) -> list[Worker]:
-    """ "camera-probes": a probe thread per camera, their reports judged and stored."""
+    """The worker "camera-probes": a probe thread per camera, their reports judged and stored."""
     if not ctx.settings.streams.enabled:
         return []
     import asyncio
@@ -46,14 +46,11 @@ def workers(ctx: ServiceContext) -> list[Worker]:
     return [Worker("camera-probes", run, needs_database=True)]
 
 
-def _snapshot_store(ctx: ServiceContext) -> SnapshotSaver | None:
-    # TODO(svc): streams.snapshots (helper snap) has not landed yet; until then no snapshots.
-    try:
-        from streams.snapshots import SnapshotMetrics, SnapshotStore  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+def _snapshot_store(ctx: ServiceContext) -> SnapshotSaver:
+    from streams.snapshots import SnapshotMetrics, SnapshotStore
+
     streams = ctx.settings.streams
-    return SnapshotStore(streams.snapshot_dir, streams, SnapshotMetrics(ctx.registry))  # type: ignore[no-any-return]
+    return SnapshotStore(streams.snapshot_dir, streams, SnapshotMetrics(ctx.registry))
 
 
 def setup_app(app: FastAPI, ctx: ServiceContext) -> None:

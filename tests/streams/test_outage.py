@@ -17,6 +17,7 @@ import streams
 from devices import registry
 from devices.models import DeviceIn
 from pantau.embedded import MosquittoBroker
+from streams.snapshots import LATEST
 from tests.fixtures.pantau_proc import PantauProcess, wait_for
 from tests.fixtures.rtsp import CREDENTIALS, RtspServer
 
@@ -126,6 +127,8 @@ def test_camera_outages_raised_and_resolved_with_their_causes(
             lambda: _outages(migrated_db)["cam-stops"][1] is False,
             timeout=20,
         )
+        latest = tmp_path / "snapshots" / "cam-moving" / LATEST
+        assert latest.read_bytes()[:2] == b"\xff\xd8"  # saved by the worker, a JPEG
         outages = _outages(migrated_db)
         assert "cam-moving" not in outages
         assert "cam-secure" not in outages
