@@ -99,7 +99,7 @@ class ProbeMetrics:
             registry=registry,
         )
         self.snapshots_reencoded = Counter(
-            "pantau_camera_snapshots_reencoded_total",
+            "pantau_camera_probe_snapshots_reencoded_total",
             "Snapshots re-encoded smaller because they exceeded snapshot_max_bytes",
             registry=registry,
         )
