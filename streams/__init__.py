@@ -21,8 +21,8 @@ def workers(ctx: ServiceContext) -> list[Worker]:
 
     from pantau import db
     from pantau.supervisor import Worker
-    from streams.health import Judge  # type: ignore[import-not-found]  # TODO(svc): lands with probe
-    from streams.probe import ProbeMetrics, run_camera  # type: ignore[import-not-found]
+    from streams.health import Judge
+    from streams.probe import ProbeMetrics, run_camera
     from streams.service import CameraProbes, ServiceMetrics
 
     settings = ctx.settings
