@@ -193,6 +193,7 @@ class CameraProbes:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_retention = 0.0
         self._unprobed = 0
+        self._reported_up: dict[str, str] = {}  # see store.write_batch
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; then the threads are stopped and what they reported written."""
@@ -384,7 +385,7 @@ class CameraProbes:
         if batch:
             started = time.perf_counter()
             try:
-                written = await store.write_batch(conn, batch)
+                written = await store.write_batch(conn, batch, self._reported_up)
             except _DB_ERRORS:
                 self._put_back(batch, jpegs)
                 raise

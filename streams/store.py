@@ -119,30 +119,47 @@ class Written:
 
 
 async def write_batch(
-    conn: psycopg.AsyncConnection, batch: Sequence[tuple[IntervalReport, Verdict]]
+    conn: psycopg.AsyncConnection,
+    batch: Sequence[tuple[IntervalReport, Verdict]],
+    reported_up: dict[str, str] | None = None,
 ) -> Written:
     """Write judged intervals (oldest first per camera) in one transaction; a missing daily
-    partition of `readings` (plain PostgreSQL) is created and the batch written again."""
+    partition of `readings` (plain PostgreSQL) is created and the batch written again.
+
+    `reported_up` (the caller's, kept across batches: device -> cause of the last `up` this
+    writer committed) spares the status of a camera still up for the same cause: each kept
+    status wakes the outage detector for a pass (NOTIFY), and the arrival alone keeps an up
+    device up. A down status is written every time: the detector honours it only while it is
+    not older than the last arrival."""
     try:
-        return await _write(conn, batch)
+        written, statuses = await _write(conn, batch, reported_up or {})
     except errors.CheckViolation:
         if not await _add_partitions(conn, batch):
             raise
-        return await _write(conn, batch)
+        written, statuses = await _write(conn, batch, reported_up or {})
+    if reported_up is not None:  # committed: remember what the detector now knows
+        for device_id, (up, cause) in statuses.items():
+            if up:
+                reported_up[device_id] = cause
+            else:
+                reported_up.pop(device_id, None)
+    return written
 
 
 async def _write(
-    conn: psycopg.AsyncConnection, batch: Sequence[tuple[IntervalReport, Verdict]]
-) -> Written:
+    conn: psycopg.AsyncConnection,
+    batch: Sequence[tuple[IntervalReport, Verdict]],
+    reported_up: dict[str, str],
+) -> tuple[Written, dict[str, tuple[bool, str]]]:
     if not batch:
-        return Written(0, 0, 0, 0)
+        return Written(0, 0, 0, 0), {}
     async with conn.transaction():
         cur = await conn.execute(_KNOWN, (sorted({r.device_id for r, _ in batch}),))
         known = {row[0] for row in await cur.fetchall()}
         items = [(r, v) for r, v in batch if r.device_id in known]
         unknown = len(batch) - len(items)
         if not items:
-            return Written(0, 0, 0, unknown)
+            return Written(0, 0, 0, unknown), {}
         cur = await conn.execute(_HEALTH, _health_columns(items))
         health_rows = cur.rowcount
         times, devices, metrics, values = _reading_columns(items)
@@ -157,13 +174,21 @@ async def _write(
                 latest[report.device_id] = (report, verdict)
         ids = sorted(latest)  # the same lock order as every other writer of these rows
         await conn.execute(_LAST_SEEN, (ids, [_time(latest[d][0].ended_at) for d in ids]))
-        cur = await conn.execute(
-            _STATUS,
-            (ids, [not latest[d][1].down for d in ids], [latest[d][1].cause for d in ids]),
-        )
-        row = await cur.fetchone()
-        statuses = int(row[0]) if row else 0
-    return Written(health_rows, readings, statuses, unknown)
+        statuses: dict[str, tuple[bool, str]] = {}
+        for device_id in ids:
+            verdict = latest[device_id][1]
+            if verdict.down or reported_up.get(device_id) != verdict.cause:
+                statuses[device_id] = (not verdict.down, verdict.cause)
+        kept = 0
+        if statuses:
+            told = sorted(statuses)
+            cur = await conn.execute(
+                _STATUS,
+                (told, [statuses[d][0] for d in told], [statuses[d][1] for d in told]),
+            )
+            row = await cur.fetchone()
+            kept = int(row[0]) if row else 0
+    return Written(health_rows, readings, kept, unknown), statuses
 
 
 def _time(epoch: float) -> datetime:

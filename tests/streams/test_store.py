@@ -203,3 +203,38 @@ async def test_old_health_rows_are_deleted(migrated_db: str) -> None:
 async def test_an_empty_batch_writes_nothing(migrated_db: str) -> None:
     async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
         assert await store.write_batch(conn, []) == store.Written(0, 0, 0, 0)
+
+
+async def test_an_unchanged_up_status_is_not_told_again_a_down_one_always(
+    migrated_db: str,
+) -> None:
+    async def reported_at(conn: psycopg.AsyncConnection) -> datetime:
+        [(at,)] = await _rows(conn, "SELECT reported_at FROM device_liveness")
+        return at  # type: ignore[no-any-return]
+
+    reported_up: dict[str, str] = {}
+    async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
+        await _camera(conn, "cam-1")
+        ok = Verdict("ok")
+        await store.write_batch(conn, [(_report("cam-1", time.time()), ok)], reported_up)
+        first = await reported_at(conn)
+        assert reported_up == {"cam-1": "ok"}
+        # Up again: arrival written, status spared (no NOTIFY, no extra detector pass).
+        written = await store.write_batch(conn, [(_report("cam-1", time.time()), ok)], reported_up)
+        assert (written.health_rows, written.statuses) == (1, 0)
+        assert await reported_at(conn) == first
+        # Down: told on every batch, so it stays no older than the arrival.
+        frozen = Verdict("frozen")
+        for _ in range(2):
+            await store.write_batch(conn, [(_report("cam-1", time.time()), frozen)], reported_up)
+            [(fresh,)] = await _rows(
+                conn,
+                "SELECT l.reported_at = s.last_received_at AND l.reported_state = 'down'"
+                " FROM device_liveness l JOIN device_last_seen s USING (device_id)",
+            )
+            assert fresh is True
+        assert reported_up == {}
+        # Up after down: told.
+        written = await store.write_batch(conn, [(_report("cam-1", time.time()), ok)], reported_up)
+        assert written.statuses == 1
+        assert await _rows(conn, "SELECT reported_state FROM device_liveness") == [("up",)]
