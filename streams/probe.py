@@ -162,7 +162,11 @@ def measure(frame: VideoFrame, analysis_width: int, at: float) -> Sample:
     width = min(analysis_width, frame.width)
     height = max(2, round(frame.height * width / frame.width / 2) * 2)
     gray: npt.NDArray[np.uint8] = np.ascontiguousarray(
-        frame.reformat(width=width, height=height, format="gray").to_ndarray(), dtype=np.uint8
+        # AREA: a proper downscale, and half the time of the default bicubic on 720p
+        frame.reformat(
+            width=width, height=height, format="gray", interpolation="AREA"
+        ).to_ndarray(),
+        dtype=np.uint8,
     )
     pts, time_base = frame.pts, frame.time_base
     seconds = float(pts * time_base) if pts is not None and time_base else None
@@ -179,7 +183,7 @@ def measure_gray(gray: npt.NDArray[np.uint8], at: float, pts_seconds: float | No
         luma=float(mean[0, 0]),
         contrast=float(std[0, 0]),
         edge_density=cv2.countNonZero(edges) / edges.size,
-        sharpness=float(cv2.Laplacian(gray, cv2.CV_64F).var()),
+        sharpness=float(cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))[1][0, 0] ** 2),
         gray=gray,
     )
 
