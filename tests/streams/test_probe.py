@@ -21,7 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.health import Judge
-from streams.probe import ProbeMetrics, describe, run_camera
+from streams.probe import ProbeMetrics, describe, offline_reason, run_camera, snapshot
 from streams.report import CameraConfig, IntervalReport, Thresholds, Verdict
 from streams.settings import StreamsSettings
 from tests.fixtures.rtsp import RtspServer
@@ -289,3 +289,41 @@ def test_an_error_is_described_without_its_url(rtsp_server: RtspServer) -> None:
     text = describe(caught.value, url)
     assert WRONG_PASSWORD not in text
     assert text.startswith("HTTPUnauthorizedError: ")
+
+
+URL = f"rtsp://pantau:{WRONG_PASSWORD}@192.0.2.7/live"
+
+
+@pytest.mark.parametrize(
+    ("exc", "opening", "reason"),
+    [
+        (av.error.HTTPUnauthorizedError(-1, "401", URL), True, "auth"),
+        (av.error.HTTPForbiddenError(-1, "403", URL), True, "auth"),
+        (av.error.HTTPNotFoundError(-1, "404", URL), True, "not_found"),
+        (av.error.ConnectionRefusedError(111, "refused", URL), True, "refused"),
+        (av.error.TimeoutError(110, "timed out", URL), True, "timeout"),
+        (av.error.ExitError(-1, "exit", URL), True, "timeout"),  # PyAV's open timeout
+        (av.error.TimeoutError(110, "timed out", URL), False, "stalled"),
+        (av.error.EOFError(-1, "eof", URL), False, "ended"),
+        (av.error.ConnectionResetError(104, "reset", URL), False, "ended"),
+        (av.error.InvalidDataError(-1, "invalid", URL), True, "error"),
+        (av.error.HTTPServerError(-1, "5XX", URL), True, "error"),
+    ],
+)
+def test_offline_reasons_of_pyav_errors(exc: Exception, opening: bool, reason: str) -> None:
+    assert offline_reason(exc, opening=opening) == reason
+    assert WRONG_PASSWORD not in describe(exc, URL)
+
+
+def test_a_snapshot_is_kept_under_its_byte_bound() -> None:
+    noise = np.random.default_rng(1).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(noise, format="bgr24").reformat(format="yuv420p")
+    registry = CollectorRegistry()
+    metrics = ProbeMetrics(registry)
+    name = "pantau_camera_probe_snapshots_reencoded_total"
+    jpeg = snapshot(frame, 95, 16_384, metrics)
+    assert len(jpeg) <= 16_384
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
+    assert registry.get_sample_value(name) == 1
+    assert len(snapshot(frame, 80, 4_000_000, metrics)) > 16_384  # no bound hit: full quality
+    assert registry.get_sample_value(name) == 1
