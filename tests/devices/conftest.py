@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -34,6 +35,13 @@ class Api:
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with api_for(settings) as api:
+        yield api
+
+
+@asynccontextmanager
+async def api_for(settings: Settings) -> AsyncIterator[Api]:
+    """A running Pantau on these settings, with a token of each role."""
     async with running(settings) as url:
         async with httpx.AsyncClient(base_url=url) as http:
             await wait_ready(http)

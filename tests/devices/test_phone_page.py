@@ -23,7 +23,9 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from devices.credentials import PASSWORD_ALPHABET
 from pantau.embedded import MosquittoBroker
-from tests.devices.conftest import Api
+from pantau.settings import Settings
+from tests.devices.conftest import Api, api_for
+from tests.fixtures.rtsp import CREDENTIALS, RtspServer
 from tests.fixtures.servers import run_pantau
 
 CHROMIUM = "/usr/bin/chromium"
@@ -73,7 +75,12 @@ async def phone(
     page = await context.new_page()
     await page.add_init_script(COUNTER)
     hosts: list[str] = []
-    page.on("request", lambda request: hosts.append(urlparse(request.url).hostname or ""))
+    # A blob: URL (a camera's picture, fetched with the token) is the page's own memory.
+    page.on(
+        "request",
+        lambda request: request.url.startswith("blob:")
+        or hosts.append(urlparse(request.url).hostname or ""),
+    )
     await page.goto(url + path)
     return page, hosts
 
@@ -369,3 +376,52 @@ async def test_sign_in_link_saves_typing(browser: Browser, api: Api, tmp_path: P
         assert (await http.delete(f"/api/v1/tokens/{mine['id']}")).status_code == 204
     stale, _ = await phone(browser, link, path="")
     await expect(stale.locator("#signin-err")).to_contain_text("Tautan masuk ini tidak berlaku")
+
+
+@pytest.fixture
+async def camera_api(settings: Settings, tmp_path: Path) -> AsyncIterator[Api]:
+    """A running Pantau whose camera probes start at once (no stagger)."""
+    streams = settings.streams.model_copy(
+        update={"stagger_seconds": 0.0, "snapshot_dir": tmp_path / "snapshots"}
+    )
+    async with api_for(settings.model_copy(update={"streams": streams})) as api:
+        yield api
+
+
+async def test_register_a_camera_and_see_its_picture(
+    browser: Browser, camera_api: Api, rtsp_server: RtspServer, tmp_path: Path
+) -> None:
+    """A camera has no MQTT: the technician gives its RTSP URL (with the camera's password), and
+    the live check shows the probe's verdict and the picture it took, never the password."""
+    page, hosts = await phone(browser, camera_api.url)
+    await page.fill("#token", camera_api.tokens["technician"])
+    await page.click("#signin-btn")
+    who = Technician(page)
+    await expect(page.locator("#register")).to_be_visible()
+    await who.choose("#f-device_type", "Kamera CCTV")
+    await expect(page.locator("#f-rtsp_url")).to_be_visible()
+    await expect(page.locator("#f-payload_format")).to_be_hidden()
+    await who.choose("#f-kecamatan", "Setu")
+    await expect(page.locator("#f-device_id")).to_have_value(re.compile(r"^cam-setu-\d\d$"))
+    await who.type("#f-name", "Simpang Setu")
+    await who.tap("#gps")
+    await expect(page.locator("#f-latitude")).to_have_value("-6.351230")
+
+    await who.type("#f-rtsp_url", "kamera-setu")  # not an address: said here, nothing sent
+    await who.tap("#submit")
+    await expect(page.locator('.err[data-for="rtsp_url"]')).to_contain_text("rtsp://")
+    await shot(page, tmp_path, "camera-1-bad-url")
+
+    password = CREDENTIALS.split(":")[1]
+    await page.fill("#f-rtsp_url", rtsp_server.url("secure", CREDENTIALS))
+    await who.tap("#submit")
+    await expect(page.locator("#r-id")).to_have_text(re.compile(r"^cam-setu-\d\d$"))
+    await expect(page.locator("#r-config")).to_be_hidden()
+    await expect(page.locator("#r-creds")).to_contain_text("rtsp://***@127.0.0.1")
+    await expect(page.locator("#live-text")).to_have_text("Gambar diterima, normal", timeout=40000)
+    await expect(page.locator("#snap")).to_be_visible(timeout=10000)
+    assert await page.evaluate("document.getElementById('snap').naturalWidth") > 0
+    assert password not in await page.locator("main").inner_text()
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 360
+    await shot(page, tmp_path, "camera-2-live", full=True)
+    assert set(hosts) == {"127.0.0.1"}, f"the page reached out to {set(hosts)}"
