@@ -78,8 +78,9 @@ async def phone(
     # A blob: URL (a camera's picture, fetched with the token) is the page's own memory.
     page.on(
         "request",
-        lambda request: request.url.startswith("blob:")
-        or hosts.append(urlparse(request.url).hostname or ""),
+        lambda request: (
+            request.url.startswith("blob:") or hosts.append(urlparse(request.url).hostname or "")
+        ),
     )
     await page.goto(url + path)
     return page, hosts
