@@ -6,8 +6,10 @@ A device is **up** while it reports within `late_factor` of its interval, **late
 **down** (an outage, cause `silent`) after `down_factor`, or at once when it reports itself down
 (`offline`, or a camera's `frozen`, `black`, `covered`...). A device that is down and reports
 again must keep reporting for `recovery_factor` intervals before its outage ends (flapping
-damped). A device not active in the registry, or inside a maintenance window, is **paused**: it
-never alerts, and an outage it had ends. When `area_share` of a kecamatan's devices are down
+damped). A device not active in the registry, inside a maintenance window, or a camera whose
+stream is not set or not enabled (nothing probes it), is **paused**: it never alerts, and an
+outage it had ends. Its interval is the registry's, else a camera's probe interval, else the one
+learned from its arrivals, else its type's. When `area_share` of a kecamatan's devices are down
 (at least `area_min_devices`), one area outage groups their device outages: the area's event is
 the message, not one per device.
 
@@ -106,9 +108,12 @@ WITH judged AS MATERIALIZED (
            s.last_received_at,
            COALESCE(s.last_received_at, d.created_at) AS reference,
            COALESCE(d.expected_interval_seconds,
+                    c.probe_interval_seconds,
                     GREATEST(l.learned_interval_seconds, %(floor)s),
                     t.expected_interval_seconds)::double precision AS interval_s,
-           d.status <> 'active' OR EXISTS (
+           d.status <> 'active'
+           OR (d.device_type = 'camera' AND c.enabled IS NOT TRUE)
+           OR EXISTS (
                SELECT 1 FROM maintenance_windows w
                WHERE (w.device_id = d.device_id OR w.kecamatan = d.kecamatan)
                  AND w.starts_at <= %(now)s AND (w.ends_at IS NULL OR w.ends_at > %(now)s)
@@ -120,6 +125,7 @@ WITH judged AS MATERIALIZED (
     JOIN devices d USING (device_id)
     JOIN device_types t ON t.id = d.device_type
     LEFT JOIN device_last_seen s USING (device_id)
+    LEFT JOIN cameras c USING (device_id)
 ),
 seen AS (
     SELECT *,

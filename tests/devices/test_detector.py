@@ -116,6 +116,30 @@ async def test_a_status_report_marks_a_device_at_once(migrated_db: str) -> None:
         assert await _state(conn, "wl-setu-02") == ("up", None)
 
 
+async def test_a_camera_is_judged_on_its_probe_interval_and_paused_without_a_stream(
+    migrated_db: str,
+) -> None:
+    """Cameras report through their probes: every `probe_interval_seconds`, not the type's 10 s;
+    one with no stream set, or its stream disabled, is probed by nobody and must not alert."""
+    detector = Detector(SETTINGS)
+    async with await _connect(migrated_db) as conn:
+        for cam in ("cam-setu-01", "cam-setu-02", "cam-setu-03"):
+            await register(conn, cam, interval=None, device_type="camera")
+            await arrive(conn, cam, at(0))
+        await conn.execute(
+            "INSERT INTO cameras (device_id, rtsp_url, probe_interval_seconds, enabled) VALUES"
+            " ('cam-setu-01', 'rtsp://10.0.0.1/a', 60, true),"
+            " ('cam-setu-03', 'rtsp://10.0.0.1/c', 10, false)"
+        )
+        await detector.run_pass(conn, at(150))  # past 4 x 10 s, not 4 x 60 s
+        assert await _state(conn, "cam-setu-01") == ("late", None)
+        assert await _state(conn, "cam-setu-02") == ("paused", None)
+        assert await _state(conn, "cam-setu-03") == ("paused", None)
+        await detector.run_pass(conn, at(250))
+        assert await _state(conn, "cam-setu-01") == ("down", "silent")
+        assert [o["device_id"] for o in await _outages(conn)] == ["cam-setu-01"]
+
+
 async def test_maintenance_never_alerts_and_ends_an_outage(migrated_db: str) -> None:
     detector = Detector(SETTINGS)
     async with await _connect(migrated_db) as conn:
