@@ -46,7 +46,6 @@ BUDGET_CORES = 1.5
 TARGET_CAMERAS = 200
 TARGET_RATIO = 20.0  # CPU per camera-second, naive / Pantau
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-FLAVOURS = os.environ.get("PANTAU_BENCH_FLAVOURS", "naive,bare,pantau").split(",")
 
 # (flavour, cameras, stagger, warm-up deadline, settle, window) in seconds. The window opens when
 # every camera is warm (has packets; Pantau's: has reported online) plus the settle time.
@@ -320,7 +319,7 @@ def report(runs: dict[str, Run], facts: str, load: tuple[float, ...]) -> str:
 def test_camera_probes(bench_server: RtspServer, bench_file: Path) -> None:
     load = os.getloadavg()
     print(f"\ncamera benchmark, {os.cpu_count()} cores, load average {load[0]:.1f}", flush=True)
-    runs = {run[0]: measure(bench_server, *run) for run in RUNS if run[0] in FLAVOURS}
+    runs = {run[0]: measure(bench_server, *run) for run in RUNS}
     text = report(runs, stream_facts(bench_file), load)
     print("\n" + text, flush=True)
     for run in runs.values():
