@@ -5,9 +5,11 @@ for hundreds of cameras) and decodes only the few keyframes it samples, `samples
 per check interval, spread over it. Each interval ends in one IntervalReport, also while the
 camera is offline. The costly parts are chosen for their cost:
 
-- No PyAV read timeout (it arms a Python-visible interrupt check per packet): `timeout=(open,
-  None)` bounds the open only, and a stall is ffmpeg's own socket timeout (the RTSP demuxer's
-  `timeout` option, in microseconds; ffmpeg 8 removed `stimeout`), free per packet.
+- No PyAV read timeout (its interrupt callback takes the GIL on every socket read: two to three
+  times the CPU of the whole loop, measured): `timeout=(open, None)` bounds the open only. A
+  silent connection ends by ffmpeg's own socket timeout (the RTSP demuxer's `timeout` option,
+  in microseconds; ffmpeg 8 removed `stimeout`), free per packet; a stream that stalls while
+  RTCP keeps its socket busy is reported by a shared watchdog thread (_Watchdog).
 - Keyframes only (`skip_frame = NONKEY`) on one thread with slice threading off: sliced
   decoding of some IDR frames gives a half green picture.
 - fps from packet timestamps (a wall-clock counter shows 5 fps on a frozen camera), bitrate from
@@ -55,6 +57,8 @@ ANALYZE_MICROSECONDS = 1_000_000
 PTS_GAP_SECONDS = 5.0
 # Waiting for the open gate or a backoff wakes this often at most to look at `stop`.
 WAKE_SECONDS = 0.5
+# The stall watchdog looks at every streaming probe this often.
+WATCH_SECONDS = 0.5
 
 
 class ProbeMetrics:
@@ -80,6 +84,11 @@ class ProbeMetrics:
             "pantau_camera_disconnects_total",
             "Open connections lost, by reason (stalled, ended, error)",
             ["reason"],
+            registry=registry,
+        )
+        self.stalls = Counter(
+            "pantau_camera_stalls_total",
+            "Open connections that delivered no video packet for stall_timeout_seconds",
             registry=registry,
         )
         self.packets = Counter(
@@ -213,6 +222,56 @@ def _jpeg(picture: npt.NDArray[np.uint8], quality: int) -> bytes:
     return buffer.tobytes()
 
 
+class _Watchdog:
+    """One thread for every probe of the process: reports a stream that stalled.
+
+    FFmpeg's socket timeout alone does not see every stall: a camera whose encoder hangs often
+    keeps sending RTCP reports (GStreamer's RTSP server does, every ~5 s), and every one of them
+    re-arms the timeout while the demuxer waits for a video packet that never comes. PyAV's
+    read timeout would see it but runs Python under the GIL on every socket read (measured: two
+    to three times the CPU of the whole probe). So the packet loop only stores the time of its
+    last packet (one attribute, nothing else) and this thread looks at all of them twice a
+    second. The probe thread stays blocked in the demuxer meanwhile, with its connection open:
+    it goes on when packets flow again, or leaves when the socket timeout ends the connection.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._probes: set[_Probe] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, probe: _Probe) -> None:
+        with self._lock:
+            self._probes.add(probe)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="camera-stall-watchdog", daemon=True
+                )
+                self._thread.start()
+
+    def unwatch(self, probe: _Probe) -> None:
+        with self._lock:
+            self._probes.discard(probe)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                probes = list(self._probes)
+                if not probes:  # nothing to watch: the thread ends, the next watch starts one
+                    self._thread = None
+                    return
+            now = time.monotonic()
+            for probe in probes:
+                try:
+                    probe.check_stall(now)
+                except Exception:
+                    log.exception("camera %s: stall check failed", probe.device)
+            time.sleep(WATCH_SECONDS)
+
+
+_WATCHDOG = _Watchdog()
+
+
 class _Interval:
     """What one check interval has seen so far.
 
@@ -264,6 +323,12 @@ class _Probe:
         self.device = config.device_id
         self.period = config.probe_interval_seconds
         self.reason: OfflineReason | None = None  # why the camera is offline now, once known
+        # Stall watch (see _Watchdog): the last packet's time, set by the packet loop; the
+        # watchdog's stall report, cleared by the next packet. The lock orders both threads'
+        # reports.
+        self.lock = threading.RLock()
+        self.last_packet = 0.0
+        self.stalled = False
         self.interval = _Interval()
         self.options = {
             "rtsp_transport": "tcp",
@@ -395,7 +460,8 @@ class _Probe:
 
     def _send(self, report: IntervalReport) -> None:
         try:
-            self._emit(report)
+            with self.lock:  # the watchdog may report for this camera too: one at a time
+                self._emit(report)
         except Exception:
             log.exception("camera %s: the report could not be handed over", self.device)
 
@@ -421,8 +487,18 @@ class _Probe:
         span = frames = 0
         monotonic = time.monotonic
         reason: OfflineReason = "ended"
+        self.last_packet = monotonic()
+        _WATCHDOG.watch(self)
         try:
             for packet in container.demux(stream):
+                now = self.last_packet = monotonic()
+                if self.stalled:  # the watchdog reported a stall: a fresh interval from here
+                    self._resumed()
+                    interval = self.interval
+                    boundary = interval.started_mono + period
+                    next_sample = interval.started_mono
+                    packets = size = keyframes = span = frames = 0
+                    top = None
                 packets += 1
                 size += packet.size
                 pts = packet.pts
@@ -434,7 +510,6 @@ class _Probe:
                         if pts > top:
                             span += pts - top
                             top = pts
-                now = monotonic()
                 if packet.is_keyframe:
                     keyframes += 1
                     if now >= next_sample and len(interval.samples) < per_interval:
@@ -463,13 +538,46 @@ class _Probe:
             )
         else:
             log.info("camera %s: stream lost: the server ended it", self.device)
+        finally:
+            _WATCHDOG.unwatch(self)
         if self.stop.is_set():
             return
         interval.packets, interval.bytes, interval.keyframes = packets, size, keyframes
         self._count(interval)
         self.metrics.disconnects.labels(reason).inc()
-        self.reason = reason
-        self._report_offline()
+        with self.lock:
+            reported, self.stalled = self.stalled, False
+            self.reason = reason
+            if reported and reason == "stalled":  # the watchdog has said so already
+                self.interval = _Interval()
+            else:
+                self._report_offline()
+
+    def check_stall(self, now: float) -> None:
+        """The watchdog's look at a streaming probe (its own thread): report a stall once no
+        packet came for stall_timeout, then once per interval while it lasts."""
+        with self.lock:
+            if not self.stalled:
+                if now - self.last_packet < self.settings.stall_timeout_seconds:
+                    return
+                self.stalled = True
+                self.reason = "stalled"
+                self.metrics.stalls.inc()
+                log.info(
+                    "camera %s: stream stalled: no packet for %.1f s (the connection stays open)",
+                    self.device,
+                    now - self.last_packet,
+                )
+                self._report_offline()
+            elif now >= self.interval.started_mono + self.period:
+                self._report_offline()
+
+    def _resumed(self) -> None:
+        with self.lock:
+            self.stalled = False
+            self.reason = None
+            self.interval = _Interval()
+        log.info("camera %s: online again after stalled (packets flow again)", self.device)
 
     def _sample(
         self, codec: av.VideoCodecContext, packet: av.Packet[Any], interval: _Interval

@@ -188,8 +188,9 @@ def test_a_stopped_and_a_stalled_camera_go_offline_and_come_back(
         cameras.wait_for_report("stops", stops_seen, lambda r, _: r.reason == "not_found")
         stalled, verdict = cameras.wait_for_report("stalls", stalls_seen, lambda r, _: not r.online)
         assert (stalled.reason, verdict.cause) == ("stalled", "offline:stalled")
-        # detected by the socket timeout, not earlier
+        # after stall_timeout, not before, although the server's RTCP keeps the socket busy
         assert time.monotonic() - stalled_at >= SETTINGS.stall_timeout_seconds
+        assert time.monotonic() - stalled_at < SETTINGS.stall_timeout_seconds + 3
         stops_seen, stalls_seen = cameras.count("stops"), cameras.count("stalls")
     finally:
         rtsp_server.command("start", "stops")
@@ -199,7 +200,7 @@ def test_a_stopped_and_a_stalled_camera_go_offline_and_come_back(
         assert verdict.state == "ok"
         assert back.packets > 0
     assert metric(cameras, "pantau_camera_disconnects_total", {"reason": "ended"}) >= 1
-    assert metric(cameras, "pantau_camera_disconnects_total", {"reason": "stalled"}) >= 1
+    assert metric(cameras, "pantau_camera_stalls_total") >= 1
     assert metric(cameras, "pantau_camera_opens_total", {"result": "not_found"}) >= 1
     # a probe returns within about stall_timeout of being stopped
     assert cameras.close() < SETTINGS.stall_timeout_seconds + 1.5
