@@ -255,7 +255,8 @@ def report(runs: dict[str, Run], facts: str, load: tuple[float, ...]) -> str:
     bare = runs["bare"].ms_per_camera_second
     lines = [
         f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average "
-        f"{load[0]:.1f} before and {os.getloadavg()[0]:.1f} after; /bench: {facts}; check "
+        f"{load[0]:.1f} before and {os.getloadavg()[0]:.1f} after (which counts the benchmark's "
+        f"own threads); /bench: {facts}; check "
         f"interval {INTERVAL:.0f} s.",
         "",
         "| probe | cameras | window | probe CPU | per camera-second | RSS per camera "
