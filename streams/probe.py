@@ -210,11 +210,18 @@ def snapshot(
     max_bytes: int,
     metrics: ProbeMetrics,
     scaler: VideoReformatter | None = None,
+    max_width: int = 3840,
 ) -> bytes:
-    """The frame as a JPEG of at most max_bytes: lower quality first, then half the size."""
+    """The frame as a JPEG at most max_width wide and of at most max_bytes: lower quality
+    first, then half the size."""
     scaler = scaler or VideoReformatter()
+    width = min(max_width, frame.width)
+    height = max(2, round(frame.height * width / frame.width / 2) * 2)
     picture: npt.NDArray[np.uint8] = np.asarray(
-        scaler.reformat(frame, format="bgr24", threads=1).to_ndarray(), dtype=np.uint8
+        scaler.reformat(
+            frame, width=width, height=height, format="bgr24", interpolation="AREA", threads=1
+        ).to_ndarray(),
+        dtype=np.uint8,
     )
     encoded = _jpeg(picture, quality)
     if len(encoded) > max_bytes:
@@ -637,6 +644,7 @@ class _Probe:
                 self.settings.snapshot_max_bytes,
                 self.metrics,
                 self.scaler,
+                self.settings.snapshot_width,
             )
         ended_at = time.time()
         wall = max(ended_at - interval.started_at, 1e-3)

@@ -85,6 +85,13 @@ class StreamsSettings(BaseModel):
         description="largest JPEG kept; a bigger one is re-encoded smaller (counted)",
     )
     snapshot_quality: int = Field(80, ge=10, le=100, description="JPEG quality of snapshots")
+    snapshot_width: int = Field(
+        960,
+        ge=160,
+        le=3840,
+        description="snapshots of wider pictures are scaled down to this width (a wall tile or a "
+        "phone needs no more; a 4K camera's JPEG would cost 9 times a 720p one's)",
+    )
     health_retention_days: int = Field(
         30, ge=1, description="camera_health rows older than this are deleted"
     )

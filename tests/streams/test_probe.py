@@ -328,3 +328,19 @@ def test_a_snapshot_is_kept_under_its_byte_bound() -> None:
     assert registry.get_sample_value(name) == 1
     assert len(snapshot(frame, 80, 4_000_000, metrics)) > 16_384  # no bound hit: full quality
     assert registry.get_sample_value(name) == 1
+
+
+def test_a_snapshot_is_at_most_snapshot_width_wide() -> None:
+    """A 4K camera's JPEG would cost 9 times a 720p one's: snapshots are scaled down."""
+    picture = np.full((2160, 3840, 3), 90, dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(picture, format="bgr24").reformat(format="yuv420p")
+    metrics = ProbeMetrics(CollectorRegistry())
+    small = cv2.imdecode(
+        np.frombuffer(snapshot(frame, 80, 1 << 20, metrics, None, 960), np.uint8), cv2.IMREAD_COLOR
+    )
+    assert small.shape == (540, 960, 3)
+    narrow = av.VideoFrame.from_ndarray(picture[:240, :320], format="bgr24").reformat(
+        format="yuv420p"
+    )
+    kept = snapshot(narrow, 80, 1 << 20, metrics, None, 960)
+    assert cv2.imdecode(np.frombuffer(kept, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
