@@ -170,20 +170,25 @@ def describe(exc: BaseException, url: str) -> str:
     return f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
+def scaled(
+    frame: VideoFrame, max_width: int, pixels: str, scaler: VideoReformatter | None
+) -> npt.NDArray[np.uint8]:
+    """The frame at most max_width wide (aspect kept, even height) in `pixels` (gray, bgr24)."""
+    width = min(max_width, frame.width)
+    height = max(2, round(frame.height * width / frame.width / 2) * 2)
+    # AREA: a proper downscale, and half the time of the default bicubic on 720p; one thread
+    # (hundreds of probes run at once)
+    out = (scaler or VideoReformatter()).reformat(
+        frame, width=width, height=height, format=pixels, interpolation="AREA", threads=1
+    )
+    return np.ascontiguousarray(out.to_ndarray(), dtype=np.uint8)
+
+
 def measure(
     frame: VideoFrame, analysis_width: int, at: float, scaler: VideoReformatter | None = None
 ) -> Sample:
     """Scale a decoded frame to the analysis width in gray and measure it."""
-    scaler = scaler or VideoReformatter()
-    width = min(analysis_width, frame.width)
-    height = max(2, round(frame.height * width / frame.width / 2) * 2)
-    gray: npt.NDArray[np.uint8] = np.ascontiguousarray(
-        # AREA: a proper downscale, and half the time of the default bicubic on 720p
-        scaler.reformat(
-            frame, width=width, height=height, format="gray", interpolation="AREA", threads=1
-        ).to_ndarray(),
-        dtype=np.uint8,
-    )
+    gray = scaled(frame, analysis_width, "gray", scaler)
     pts, time_base = frame.pts, frame.time_base
     seconds = float(pts * time_base) if pts is not None and time_base else None
     return measure_gray(gray, at, seconds)
@@ -214,15 +219,7 @@ def snapshot(
 ) -> bytes:
     """The frame as a JPEG at most max_width wide and of at most max_bytes: lower quality
     first, then half the size."""
-    scaler = scaler or VideoReformatter()
-    width = min(max_width, frame.width)
-    height = max(2, round(frame.height * width / frame.width / 2) * 2)
-    picture: npt.NDArray[np.uint8] = np.asarray(
-        scaler.reformat(
-            frame, width=width, height=height, format="bgr24", interpolation="AREA", threads=1
-        ).to_ndarray(),
-        dtype=np.uint8,
-    )
+    picture = scaled(frame, max_width, "bgr24", scaler)
     encoded = _jpeg(picture, quality)
     if len(encoded) > max_bytes:
         metrics.snapshots_reencoded.inc()
