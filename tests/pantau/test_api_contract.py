@@ -29,8 +29,8 @@ from tests.fixtures.pantau_proc import PantauProcess, ingest_env
 from tests.fixtures.servers import DYNSEC_ADMIN
 
 MAX_EXAMPLES = int(os.environ.get("PANTAU_FUZZ_EXAMPLES", "30"))
-MAX_TIME = int(os.environ.get("PANTAU_FUZZ_SECONDS", "75"))
-STATEFUL_TIME = int(os.environ.get("PANTAU_FUZZ_STATEFUL_SECONDS", "60"))
+MAX_TIME = int(os.environ.get("PANTAU_FUZZ_SECONDS", "60"))
+STATEFUL_TIME = int(os.environ.get("PANTAU_FUZZ_STATEFUL_SECONDS", "50"))
 STATEFUL_EXAMPLES = 100  # scenarios: enough for every registry link to be taken
 SEED = os.environ.get("PANTAU_FUZZ_SEED", "20261201")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
