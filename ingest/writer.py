@@ -22,6 +22,7 @@ from psycopg import errors
 from ingest import quarantine
 from ingest.batch import Batch, Quarantined, StatusReport
 from ingest.decoders import REJECTED, Reading
+from pantau.arrivals import RECORD_ARRIVALS
 
 if TYPE_CHECKING:
     from pantau.settings import Settings
@@ -53,16 +54,7 @@ INSERT INTO readings (time, device_id, metric, value)
 SELECT time, device_id, metric, value FROM readings_staging
 ON CONFLICT DO NOTHING
 """
-# Devices come sorted, so concurrent instances lock their rows in the same order.
-_LAST_SEEN = """
-INSERT INTO device_last_seen AS s (device_id, last_reading_at, last_received_at)
-SELECT device_id, last_reading_at, now()
-FROM unnest(%s::text[], %s::timestamptz[]) AS u (device_id, last_reading_at)
-ON CONFLICT (device_id) DO UPDATE
-    SET last_reading_at = GREATEST(s.last_reading_at, EXCLUDED.last_reading_at),
-        last_received_at = EXCLUDED.last_received_at
-"""
-# Status and last-will messages, one per device (its last in the batch), after _LAST_SEEN. A
+# Status and last-will messages, one per device (its last in the batch), after RECORD_ARRIVALS. A
 # status is dated by its arrival, but not before a reading that arrived ahead of it: readings
 # stamp device_last_seen with the commit's now(), a little after their arrival, and the
 # detector takes a report older than the last arrival for stale. So a status processed after a
@@ -334,7 +326,7 @@ class Writer:
                         row = cur.execute(_CONFLICTING).fetchone()
                         conflicting = row[0] if row else 0
                 devices, latest = _latest_per_device(readings)
-                cur.execute(_LAST_SEEN, (devices, latest))
+                cur.execute(RECORD_ARRIVALS, (devices, latest))
                 # The batch's time range, for the rollups when it is late (the newest reading
                 # is the newest of the devices' latest).
                 earliest = min(r[0] for r in readings)

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import errors
 
+from pantau.arrivals import RECORD_ARRIVALS
 from streams.report import CameraConfig, IntervalReport, Thresholds, Verdict
 from streams.settings import StreamsSettings
 
@@ -95,15 +96,6 @@ INSERT INTO readings (time, device_id, metric, value)
 SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::double precision[])
 ON CONFLICT DO NOTHING
 """
-# As the ingestion writer: arrival is now(), the reading's time only moves forward.
-_LAST_SEEN = """
-INSERT INTO device_last_seen AS s (device_id, last_reading_at, last_received_at)
-SELECT device_id, last_reading_at, now()
-FROM unnest(%s::text[], %s::timestamptz[]) AS u (device_id, last_reading_at)
-ON CONFLICT (device_id) DO UPDATE
-    SET last_reading_at = GREATEST(s.last_reading_at, EXCLUDED.last_reading_at),
-        last_received_at = EXCLUDED.last_received_at
-"""
 _STATUS = """
 SELECT count(*) FILTER (WHERE pantau_report_status(u.device_id, u.up, u.cause, now()))
 FROM unnest(%s::text[], %s::boolean[], %s::text[]) AS u (device_id, up, cause)
@@ -173,7 +165,7 @@ async def _write(
             if seen is None or report.ended_at >= seen[0].ended_at:
                 latest[report.device_id] = (report, verdict)
         ids = sorted(latest)  # the same lock order as every other writer of these rows
-        await conn.execute(_LAST_SEEN, (ids, [_time(latest[d][0].ended_at) for d in ids]))
+        await conn.execute(RECORD_ARRIVALS, (ids, [_time(latest[d][0].ended_at) for d in ids]))
         statuses: dict[str, tuple[bool, str]] = {}
         for device_id in ids:
             verdict = latest[device_id][1]
