@@ -1,0 +1,194 @@
+"""The wall's SQL views (migration 0013) against a real PostgreSQL: what each answers, and that
+the read-only role pantau_wall reads them and nothing else."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from devices import registry
+from devices.models import DeviceIn
+
+VIEWS = (
+    "device_state",
+    "status_totals",
+    "status_by_pillar",
+    "status_by_type",
+    "status_by_kecamatan",
+    "current_outages",
+    "active_alarms",
+    "device_levels",
+    "latest_values",
+    "flood_levels",
+    "air_quality",
+    "rainfall",
+    "traffic",
+    "series_1m",
+    "series_1h",
+    "camera_tiles",
+    "pipeline",
+)
+
+
+async def _device(conn: psycopg.AsyncConnection, device_id: str, kind: str, kec: str) -> None:
+    await registry.create_device(
+        conn,
+        DeviceIn.model_validate(
+            {"device_id": device_id, "name": device_id, "device_type": kind, "kecamatan": kec}
+        ),
+        "test",
+    )
+
+
+async def _state(conn: psycopg.AsyncConnection, device_id: str, state: str) -> None:
+    await conn.execute(
+        "INSERT INTO device_liveness (device_id, state, cause) VALUES (%s, %s, %s)"
+        " ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, cause = EXCLUDED.cause",
+        (device_id, state, "silent" if state == "down" else None),
+    )
+
+
+async def _rows(conn: psycopg.AsyncConnection, query: str) -> list[dict[str, object]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query)
+        return await cur.fetchall()
+
+
+async def test_every_view_answers_through_the_read_only_role(migrated_db: str) -> None:
+    async with await psycopg.AsyncConnection.connect(migrated_db) as conn:
+        await _device(conn, "wl-setu-01", "water_level", "setu")
+        await conn.commit()
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE pantau_wall")
+            for view in VIEWS:
+                await conn.execute(f"SELECT * FROM wall.{view} LIMIT 1")  # noqa: S608
+        for table in ("devices", "api_tokens", "readings", "cameras"):
+            async with conn.transaction(force_rollback=True):
+                await conn.execute("SET LOCAL ROLE pantau_wall")
+                cur = await conn.execute("SELECT has_table_privilege(%s, 'SELECT')", (table,))
+                assert await cur.fetchone() == (False,), table
+        writable = await _rows(
+            conn,
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'wall' AND (has_table_privilege('pantau_wall', c.oid,"
+            " 'INSERT, UPDATE, DELETE, TRUNCATE'))",
+        )
+        assert writable == []
+
+
+async def test_status_counts_and_the_kecamatan_tiles(migrated_db: str) -> None:
+    async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
+        await _device(conn, "wl-setu-01", "water_level", "setu")
+        await _device(conn, "wl-setu-02", "water_level", "setu")
+        await _device(conn, "aq-babelan-01", "air_quality", "babelan")
+        await _device(conn, "tc-cibitung-01", "traffic_counter", "cibitung")
+        await _state(conn, "wl-setu-01", "up")
+        await _state(conn, "wl-setu-02", "down")
+        await _state(conn, "aq-babelan-01", "up")
+        await _device(conn, "tc-gone-01", "traffic_counter", "cibitung")
+        await registry.retire_device(conn, "tc-gone-01", None, "test")
+
+        totals = (await _rows(conn, "SELECT * FROM wall.status_totals"))[0]
+        assert (totals["total"], totals["up"], totals["down"], totals["unknown"]) == (4, 2, 1, 1)
+
+        tiles = {
+            r["kecamatan"]: r for r in await _rows(conn, "SELECT * FROM wall.status_by_kecamatan")
+        }
+        assert len(tiles) == 23
+        assert tiles["setu"]["state"] == "down"
+        assert tiles["setu"]["state_label"] == "Mati"
+        assert tiles["babelan"]["state"] == "up"
+        assert tiles["cibitung"]["state"] == "unknown"  # only a never-judged counter left
+        assert tiles["tarumajaya"]["state"] == "empty"
+
+        await conn.execute(
+            "INSERT INTO outages (kind, kecamatan, cause, severity, started_at, detail)"
+            " VALUES ('area', 'setu', 'area', 'critical', now(), '{\"down\": 2, \"total\": 2}')"
+        )
+        await conn.execute(
+            "INSERT INTO outages (kind, device_id, kecamatan, device_type, cause, severity,"
+            " started_at) VALUES ('device', 'wl-setu-02', 'setu', 'water_level',"
+            " 'offline:auth', 'critical', now() - interval '1 hour')"
+        )
+        tiles = {
+            r["kecamatan"]: r for r in await _rows(conn, "SELECT * FROM wall.status_by_kecamatan")
+        }
+        assert tiles["setu"]["state"] == "area"
+        outages = await _rows(conn, "SELECT * FROM wall.current_outages ORDER BY sort")
+        assert [o["kind"] for o in outages] == ["area", "device"]
+        assert outages[0]["area_down"] == 2
+        assert outages[1]["cause_label"] == "luring: kata sandi ditolak"
+        assert outages[1]["duration_seconds"] >= 3599
+
+        pillars = await _rows(conn, "SELECT * FROM wall.status_by_pillar ORDER BY sort")
+        assert pillars[0]["pillar"] == "governance"
+        env = next(p for p in pillars if p["pillar"] == "environment")
+        assert (env["total"], env["up"], env["down"]) == (3, 2, 1)
+
+
+async def test_values_levels_rain_and_air(migrated_db: str) -> None:
+    now = datetime.now(UTC)
+    async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
+        await _device(conn, "wl-setu-01", "water_level", "setu")
+        await _device(conn, "rg-setu-01", "rain_gauge", "setu")
+        await _device(conn, "aq-setu-01", "air_quality", "setu")
+        await conn.execute(
+            "SELECT pantau_ensure_partitions('readings', %s::date, %s::date)",
+            ((now - timedelta(days=2)).date(), now.date()),
+        )
+        rows = [
+            ("wl-setu-01", "water_level_cm", now - timedelta(minutes=m), 300.0 + m)
+            for m in (1, 2, 3)
+        ]
+        # 0.05 mm every 10 s for the last hour: 18 mm in the hour, 'Lebat'
+        rows += [
+            ("rg-setu-01", "rain_mm", now - timedelta(seconds=10 * i), 0.05) for i in range(360)
+        ]
+        rows += [("rg-setu-01", "rain_mm", now - timedelta(hours=5), 40.0)]
+        rows += [
+            ("aq-setu-01", "pm25_ugm3", now - timedelta(minutes=1), 60.0),
+            ("aq-setu-01", "pm10_ugm3", now - timedelta(minutes=1), 70.0),
+        ]
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO readings (device_id, metric, time, value) VALUES (%s, %s, %s, %s)",
+                rows,
+            )
+        await conn.execute(
+            "INSERT INTO device_alarm_levels (device_id, metric, rank, name, severity, raise_at,"
+            " clear_at, source) VALUES ('wl-setu-01', 'water_level_cm', 1, 'Siaga 3', 'info',"
+            " 280, 260, 'BBWS')"
+        )
+
+        flood = (await _rows(conn, "SELECT * FROM wall.flood_levels"))[0]
+        assert flood["level_cm"] == 301.0  # the latest, not the largest
+        assert flood["levels"] == [{"name": "Siaga 3", "raise_at": 280, "severity": "info"}]
+
+        rain = (await _rows(conn, "SELECT * FROM wall.rainfall"))[0]
+        assert rain["mm_1h"] == pytest.approx(18.0)
+        assert rain["class_1h"] == "Lebat"
+        assert rain["mm_24h"] == pytest.approx(58.0)
+        assert rain["class_24h"] == "Lebat"
+
+        air = (await _rows(conn, "SELECT * FROM wall.air_quality"))[0]
+        assert (air["pm25"], air["category"], air["colour"], air["pm10"]) == (
+            60.0,
+            "Tidak Sehat",
+            "yellow",
+            70.0,
+        )
+
+        levels = await _rows(
+            conn,
+            "SELECT * FROM wall.device_levels WHERE device_id = 'aq-setu-01'"
+            " AND metric = 'pm25_ugm3' ORDER BY rank",
+        )
+        assert [lv["name"] for lv in levels] == [
+            "Sedang",
+            "Tidak Sehat",
+            "Sangat Tidak Sehat",
+            "Berbahaya",
+        ]
