@@ -1,12 +1,15 @@
-"""Grafana dashboards, data sources, playlists and alert rules as code."""
+"""Grafana dashboards, data sources, playlists and alert rules as code, and the built-in /wall."""
 
 from __future__ import annotations
 
-import typer
-from fastapi import FastAPI
+from typing import TYPE_CHECKING
 
-from pantau.context import ServiceContext
-from pantau.supervisor import Worker
+if TYPE_CHECKING:  # pantau.settings composes grafana.settings: no import cycle
+    import typer
+    from fastapi import FastAPI
+
+    from pantau.context import ServiceContext
+    from pantau.supervisor import Worker
 
 
 def workers(ctx: ServiceContext) -> list[Worker]:

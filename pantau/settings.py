@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from devices.outages.settings import OutagesSettings
+from grafana.settings import GrafanaSettings
 from pantau.errors import ConfigError
 from pantau.mappings import MappingSettings, default_mappings
 from streams.settings import StreamsSettings
@@ -333,6 +334,7 @@ class Settings(BaseSettings):
     devices: DevicesSettings = DevicesSettings()
     outages: OutagesSettings = OutagesSettings()
     streams: StreamsSettings = StreamsSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
 
     @classmethod
     def settings_customise_sources(
