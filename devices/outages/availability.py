@@ -8,7 +8,9 @@ Definition (README, "Availability and the evaluation report"), per device, over 
 - down time: its device outages (grouped under an area outage or not) inside the expected time;
 - availability = 1 - down / expected, i.e. time up over time expected, maintenance excluded.
 A group's availability sums its devices' times. The period never runs past `now`: a report of
-today counts today so far. Everything is computed in SQL with range types, one query per figure.
+today counts today so far. The definition is SQL with range types, in migration 0013
+(`wall.device_availability_detail`, `wall.availability`), which the command-center wall reads
+too, so the report and the wall never disagree; this module asks it and adds the report's rest.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Any, Literal, get_args
 
 import orjson
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
@@ -34,72 +35,20 @@ MAX_SPAN = timedelta(days=731)
 WORST = 10
 TIMELINE_ROWS = 1000
 
-# The group key and its label (Bahasa Indonesia for pillars and types) for each `by`.
-_GROUP: dict[By, tuple[str, str]] = {
-    "pillar": ("pillar", "pillar_name"),
-    "kecamatan": ("kecamatan", "kecamatan_name"),
-    "type": ("device_type", "type_name"),
-}
-
-# Per device: its expected time (a multirange) and its down time inside it. %(from)s, %(to)s.
+# The definition itself is SQL, in migration 0013 (wall.device_availability_detail and
+# wall.availability), which the command-center wall reads too: the report and the wall cannot
+# disagree. %(from)s, %(to)s.
 _PER_DEVICE = """
-WITH period AS (
-    SELECT tstzrange(%(from)s, %(to)s) AS span
-), retired AS (
-    SELECT d.device_id,
-           coalesce((SELECT max(a.at) FROM audit_log a
-                     WHERE a.entity = 'device' AND a.entity_id = d.device_id
-                       AND a.after ->> 'status' = 'retired'
-                       AND a.before ->> 'status' IS DISTINCT FROM 'retired'),
-                    d.updated_at) AS at
-    FROM devices d WHERE d.status = 'retired'
-), dev AS (
-    SELECT d.device_id, coalesce(d.name, d.device_id) AS name, d.device_type, d.kecamatan,
-           coalesce(d.pillar, t.pillar) AS pillar, d.status,
-           coalesce(t.name_id, d.device_type) AS type_name,
-           coalesce(k.name, d.kecamatan) AS kecamatan_name,
-           coalesce(p.name_id, coalesce(d.pillar, t.pillar)) AS pillar_name,
-           tstzmultirange(tstzrange(d.created_at, coalesce(r.at, 'infinity')))
-               * tstzmultirange((SELECT span FROM period)) AS lifetime
-    FROM devices d
-    LEFT JOIN retired r USING (device_id)
-    LEFT JOIN device_types t ON t.id = d.device_type
-    LEFT JOIN kecamatan k ON k.id = d.kecamatan
-    LEFT JOIN pillars p ON p.id = coalesce(d.pillar, t.pillar)
-), expected AS (
-    SELECT dev.*,
-           dev.lifetime - coalesce(
-               (SELECT range_agg(tstzrange(w.starts_at, coalesce(w.ends_at, 'infinity')))
-                FROM maintenance_windows w
-                WHERE (w.device_id = dev.device_id OR w.kecamatan = dev.kecamatan)
-                  AND tstzrange(w.starts_at, coalesce(w.ends_at, 'infinity'))
-                      && (SELECT span FROM period)),
-               '{}'::tstzmultirange) AS expected
-    FROM dev WHERE NOT isempty(dev.lifetime)
-), down AS (
-    SELECT e.*,
-           e.expected * coalesce(
-               (SELECT range_agg(tstzrange(o.started_at, coalesce(o.ended_at, 'infinity')))
-                FROM outages o
-                WHERE o.kind = 'device' AND o.device_id = e.device_id
-                  AND tstzrange(o.started_at, coalesce(o.ended_at, 'infinity'))
-                      && (SELECT span FROM period)),
-               '{}'::tstzmultirange) AS down,
-           (SELECT count(*) FROM outages o
-            WHERE o.kind = 'device' AND o.device_id = e.device_id
-              AND tstzrange(o.started_at, coalesce(o.ended_at, 'infinity'))
-                  && (SELECT span FROM period)) AS outages
-    FROM expected e
-)
 SELECT device_id, name, device_type, type_name, kecamatan, kecamatan_name, pillar, pillar_name,
-       status, outages,
-       (SELECT coalesce(sum(extract(epoch FROM upper(r) - lower(r))), 0)
-        FROM unnest(lifetime) r)::double precision AS registered_seconds,
-       (SELECT coalesce(sum(extract(epoch FROM upper(r) - lower(r))), 0)
-        FROM unnest(expected) r)::double precision AS expected_seconds,
-       (SELECT coalesce(sum(extract(epoch FROM upper(r) - lower(r))), 0)
-        FROM unnest(down) r)::double precision AS down_seconds
-FROM down
+       status, outages, registered_seconds, expected_seconds, down_seconds, availability
+FROM wall.device_availability_detail(%(from)s, %(to)s)
+ORDER BY device_id
+"""
+
+# The groups (%(by)s: pillar, kecamatan or type) and the whole ('all'), by label.
+_GROUPS = """
+SELECT grp AS key, label, devices, expected_seconds, down_seconds, availability
+FROM wall.availability(%(from)s, %(to)s, %(by)s)
 """
 
 _COVERAGE = """
@@ -244,50 +193,29 @@ def to_json(report: Availability) -> bytes:
     return orjson.dumps(wib(data))
 
 
-def _ratio(down: float, expected: float) -> float | None:
-    return 1.0 - down / expected if expected > 0 else None
-
-
 async def availability(conn: psycopg.AsyncConnection, p: Period, by: By) -> Availability:
     """Every figure of the report over period `p`, grouped `by`."""
-    args: dict[str, Any] = {"from": p.start, "to": p.end, "limit": TIMELINE_ROWS}
+    args: dict[str, Any] = {"from": p.start, "to": p.end, "by": by, "limit": TIMELINE_ROWS}
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_PER_DEVICE + " ORDER BY device_id", args)
-    devices = [
-        DeviceAvailability(**row, availability=_ratio(row["down_seconds"], row["expected_seconds"]))
-        for row in await cur.fetchall()
-    ]
-    key, label = _GROUP[by]
-    await cur.execute(
-        sql.SQL(
-            "SELECT {key} AS key, coalesce({label}, {key}, '(tanpa)') AS label,"
-            " count(*) AS devices, sum(expected_seconds) AS expected_seconds,"
-            " sum(down_seconds) AS down_seconds FROM ({per_device}) per_device"
-            " GROUP BY 1, 2 ORDER BY 2"
-        ).format(
-            key=sql.Identifier(key), label=sql.Identifier(label), per_device=sql.SQL(_PER_DEVICE)
-        ),
-        args,
-    )
-    groups = [
-        GroupAvailability(**row, availability=_ratio(row["down_seconds"], row["expected_seconds"]))
-        for row in await cur.fetchall()
-    ]
+    await cur.execute(_PER_DEVICE, args)
+    devices = [DeviceAvailability(**row) for row in await cur.fetchall()]
+    await cur.execute(_GROUPS, args)
+    groups = [GroupAvailability(**row) for row in await cur.fetchall()]
+    await cur.execute(_GROUPS, {**args, "by": "all"})
+    (whole,) = await cur.fetchall()  # 'all' answers one row, also without devices
     await cur.execute(_TIMELINE, args)
     timeline = [TimelineOutage(**row) for row in await cur.fetchall()]
     await cur.execute(_COVERAGE, args)
     coverage = [PillarCoverage(**row) for row in await cur.fetchall()]
     judged = [d for d in devices if d.availability is not None]
     worst = sorted(judged, key=lambda d: (d.availability, -d.down_seconds, d.device_id))[:WORST]
-    expected = sum(d.expected_seconds for d in devices)
-    down = sum(d.down_seconds for d in devices)
     return Availability(
         start=p.start,
         end=p.end,
         by=by,
-        expected_seconds=expected,
-        down_seconds=down,
-        availability=_ratio(down, expected),
+        expected_seconds=whole["expected_seconds"],
+        down_seconds=whole["down_seconds"],
+        availability=whole["availability"],
         groups=groups,
         worst=worst,
         timeline=timeline,

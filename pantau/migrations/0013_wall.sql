@@ -438,6 +438,172 @@ SELECT (SELECT max(last_received_at) FROM device_last_seen) AS last_arrival,
        (SELECT count(*) FROM alert_outbox WHERE status = 'pending') AS alerts_pending,
        (SELECT count(*) FROM cameras WHERE enabled) AS cameras;
 
+-- -- availability ----------------------------------------------------------------------------
+
+-- Availability over [p_from, p_to), per device: the one definition, used by the evaluation report
+-- (devices/outages/availability.py: the CLI, the HTML/CSV report, GET /api/v1/availability) and
+-- by the wall, so they never disagree (README, "Availability and the evaluation report"):
+-- - the period is cut at now (the future is neither up nor down);
+-- - expected time: the period's part after the device was registered (created_at) and, for a
+--   retired device, before it was retired (the audit entry that set it retired; its updated_at
+--   when there is none), minus its maintenance windows and its kecamatan's;
+-- - down time: its device outages (grouped under an area outage or not) inside the expected time;
+-- - availability = 1 - down / expected, NULL when nothing was expected.
+-- One row per device registered during the period, retired ones included. Beside the wall's
+-- columns, what the report also prints: status, outages (device outages overlapping the period)
+-- and registered_seconds.
+-- SECURITY DEFINER: it reads devices, outages, maintenance_windows and audit_log, which
+-- pantau_wall may not read; its search_path is fixed below (the schema of Pantau's tables, then
+-- pg_temp), so a caller's search_path cannot put other tables in their place. Not executable by
+-- PUBLIC: by pantau_wall (and its owner, the migrating user).
+CREATE FUNCTION wall.device_availability_detail(p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (
+    device_id text, name text, device_type text, type_name text, kecamatan text,
+    kecamatan_name text, pillar text, pillar_name text, status text, outages bigint,
+    registered_seconds float8, expected_seconds float8, down_seconds float8, availability float8
+)
+LANGUAGE sql STABLE STRICT SECURITY DEFINER AS $$
+    WITH period AS (
+        SELECT CASE WHEN p_from < least(p_to, now())
+                    THEN tstzrange(p_from, least(p_to, now())) ELSE 'empty' END AS span
+    ), dev AS (
+        SELECT d.device_id, coalesce(d.name, d.device_id) AS name, d.device_type, d.kecamatan,
+               coalesce(d.pillar, t.pillar) AS pillar, d.status,
+               coalesce(t.name_id, d.device_type) AS type_name,
+               coalesce(k.name, d.kecamatan) AS kecamatan_name,
+               coalesce(p.name_id, coalesce(d.pillar, t.pillar)) AS pillar_name,
+               tstzmultirange(tstzrange(d.created_at,
+                                        greatest(d.created_at, coalesce(r.at, 'infinity'))))
+                   * tstzmultirange(period.span) AS lifetime,
+               period.span
+        FROM period
+        CROSS JOIN devices d
+        LEFT JOIN device_types t ON t.id = d.device_type
+        LEFT JOIN kecamatan k ON k.id = d.kecamatan
+        LEFT JOIN pillars p ON p.id = coalesce(d.pillar, t.pillar)
+        LEFT JOIN LATERAL (
+            SELECT coalesce((SELECT max(a.at) FROM audit_log a
+                             WHERE a.entity = 'device' AND a.entity_id = d.device_id
+                               AND a.after ->> 'status' = 'retired'
+                               AND a.before ->> 'status' IS DISTINCT FROM 'retired'),
+                            d.updated_at) AS at
+            WHERE d.status = 'retired'
+        ) r ON true
+        WHERE d.created_at < upper(period.span)
+    ), judged AS (
+        SELECT dev.*,
+               dev.lifetime - coalesce(
+                   (SELECT range_agg(tstzrange(w.starts_at, coalesce(w.ends_at, 'infinity')))
+                    FROM maintenance_windows w
+                    WHERE (w.device_id = dev.device_id OR w.kecamatan = dev.kecamatan)
+                      AND w.starts_at < upper(dev.span)
+                      AND tstzrange(w.starts_at, coalesce(w.ends_at, 'infinity')) && dev.span),
+                   '{}'::tstzmultirange) AS expected,
+               o.down, o.outages
+        FROM dev
+        CROSS JOIN LATERAL (
+            SELECT coalesce(range_agg(tstzrange(o.started_at, coalesce(o.ended_at, 'infinity'))),
+                            '{}'::tstzmultirange) AS down,
+                   count(*) AS outages
+            FROM outages o
+            WHERE o.kind = 'device' AND o.device_id = dev.device_id
+              AND o.started_at < upper(dev.span)
+              AND tstzrange(o.started_at, coalesce(o.ended_at, 'infinity')) && dev.span
+        ) o
+        WHERE NOT isempty(dev.lifetime)
+    ), seconds AS (
+        SELECT j.*,
+               (SELECT coalesce(sum(extract(epoch FROM upper(r) - lower(r))), 0)
+                FROM unnest(j.lifetime) r)::float8 AS registered_seconds,
+               (SELECT coalesce(sum(extract(epoch FROM upper(r) - lower(r))), 0)
+                FROM unnest(j.expected) r)::float8 AS expected_seconds,
+               (SELECT coalesce(sum(extract(epoch FROM upper(r) - lower(r))), 0)
+                FROM unnest(j.expected * j.down) r)::float8 AS down_seconds
+        FROM judged j
+    )
+    SELECT s.device_id, s.name, s.device_type, s.type_name, s.kecamatan, s.kecamatan_name,
+           s.pillar, s.pillar_name, s.status, s.outages, s.registered_seconds,
+           s.expected_seconds, s.down_seconds,
+           CASE WHEN s.expected_seconds > 0
+                THEN 1 - s.down_seconds / s.expected_seconds END AS availability
+    FROM seconds s
+$$;
+
+-- The wall's columns of the above.
+CREATE FUNCTION wall.device_availability(p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (
+    device_id text, name text, device_type text, type_name text, kecamatan text,
+    kecamatan_name text, pillar text, pillar_name text, expected_seconds float8,
+    down_seconds float8, availability float8
+)
+LANGUAGE sql STABLE AS $$
+    SELECT a.device_id, a.name, a.device_type, a.type_name, a.kecamatan, a.kecamatan_name,
+           a.pillar, a.pillar_name, a.expected_seconds, a.down_seconds, a.availability
+    FROM wall.device_availability_detail(p_from, p_to) a
+$$;
+
+-- Availability per pillar, kecamatan or device type ('pillar', 'kecamatan', 'type'), or over
+-- every device ('all': one row, also when there is none): a group sums its devices' times, so a
+-- device expected 24 h weighs twice one expected 12 h. grp is the pillar, kecamatan or type id
+-- (NULL for devices without one; 'all'), label its name in Bahasa Indonesia; groups by label.
+CREATE FUNCTION wall.availability(p_from timestamptz, p_to timestamptz, p_by text)
+RETURNS TABLE (
+    grp text, label text, devices bigint, expected_seconds float8, down_seconds float8,
+    availability float8
+)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_by IS NULL OR p_by NOT IN ('pillar', 'kecamatan', 'type', 'all') THEN
+        RAISE EXCEPTION 'wall.availability: p_by is %, expected pillar, kecamatan, type or all',
+            coalesce(quote_literal(p_by), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_from IS NULL OR p_to IS NULL THEN
+        RAISE EXCEPTION 'wall.availability: p_from and p_to must be times, not NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_by = 'all' THEN
+        RETURN QUERY
+        SELECT 'all'::text, 'Semua perangkat'::text, count(*),
+               coalesce(sum(a.expected_seconds), 0)::float8,
+               coalesce(sum(a.down_seconds), 0)::float8,
+               CASE WHEN sum(a.expected_seconds) > 0
+                    THEN 1 - sum(a.down_seconds) / sum(a.expected_seconds) END
+        FROM wall.device_availability(p_from, p_to) a;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT g.grp, coalesce(g.label, g.grp, '(tanpa)'), count(*),
+           sum(g.expected_seconds), sum(g.down_seconds),
+           CASE WHEN sum(g.expected_seconds) > 0
+                THEN 1 - sum(g.down_seconds) / sum(g.expected_seconds) END
+    FROM (
+        SELECT CASE p_by WHEN 'pillar' THEN a.pillar WHEN 'kecamatan' THEN a.kecamatan
+                         ELSE a.device_type END AS grp,
+               CASE p_by WHEN 'pillar' THEN a.pillar_name WHEN 'kecamatan' THEN a.kecamatan_name
+                         ELSE a.type_name END AS label,
+               a.expected_seconds, a.down_seconds
+        FROM wall.device_availability(p_from, p_to) a
+    ) g
+    GROUP BY g.grp, coalesce(g.label, g.grp, '(tanpa)')
+    ORDER BY 2, 1;
+END
+$$;
+
+-- The definer's search_path: the schema Pantau's tables were created in (this migration's first
+-- one on its search_path), then pg_temp last; and no PUBLIC execute.
+DO $$
+BEGIN
+    EXECUTE format(
+        'ALTER FUNCTION wall.device_availability_detail(timestamptz, timestamptz)'
+        ' SET search_path = pg_catalog, %I, pg_temp',
+        (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = 'devices'::regclass));
+END
+$$;
+REVOKE ALL ON FUNCTION wall.device_availability_detail(timestamptz, timestamptz) FROM PUBLIC;
+
 -- -- the read-only role ----------------------------------------------------------------------------
 
 -- Grafana's data source logs in as a role that is a member of pantau_wall; Pantau's /wall page

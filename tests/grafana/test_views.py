@@ -4,6 +4,7 @@ the read-only role pantau_wall reads them and nothing else."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -11,6 +12,8 @@ from psycopg.rows import dict_row
 
 from devices import registry
 from devices.models import DeviceIn
+from pantau.cliapp import WIB
+from tests.devices.test_availability import H, seed, wib
 
 VIEWS = (
     "device_state",
@@ -192,3 +195,142 @@ async def test_values_levels_rain_and_air(migrated_db: str) -> None:
             "Sangat Tidak Sehat",
             "Berbahaya",
         ]
+
+
+# -- availability: the evaluation report's definition, read by the wall -------------------------
+
+AVAILABILITY_RESULT = (
+    "TABLE(grp text, label text, devices bigint, expected_seconds double precision,"
+    " down_seconds double precision, availability double precision)"
+)
+DEVICE_AVAILABILITY_RESULT = (
+    "TABLE(device_id text, name text, device_type text, type_name text, kecamatan text,"
+    " kecamatan_name text, pillar text, pillar_name text, expected_seconds double precision,"
+    " down_seconds double precision, availability double precision)"
+)
+
+
+async def _as_wall(
+    conn: psycopg.AsyncConnection, query: str, *args: object
+) -> list[dict[str, Any]]:
+    async with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SET LOCAL ROLE pantau_wall")
+        await cur.execute(query, args)
+        return await cur.fetchall()
+
+
+async def test_availability_of_the_hand_computed_day_through_the_read_only_role(
+    migrated_db: str,
+) -> None:
+    """The day of tests/devices/test_availability.py, asked of the SQL functions as the wall asks
+    them: the same figures as the report's."""
+    await seed(migrated_db)
+    day = (wib(0), wib(24))
+    async with await psycopg.AsyncConnection.connect(migrated_db) as conn:
+        devices = await _as_wall(
+            conn, "SELECT * FROM wall.device_availability(%s, %s) ORDER BY device_id", *day
+        )
+        assert {
+            d["device_id"]: (d["expected_seconds"] / H, d["down_seconds"] / H) for d in devices
+        } == {
+            "wl-setu-01": (24, 6),
+            "aq-setu-01": (20, 1),
+            "cctv-cibitung-01": (11, 0),
+            "tc-babelan-01": (18, 1),
+        }
+        by_id = {d["device_id"]: d for d in devices}
+        assert by_id["wl-setu-01"]["availability"] == 0.75
+        assert by_id["aq-setu-01"]["availability"] == pytest.approx(0.95)
+        assert by_id["tc-babelan-01"]["availability"] == pytest.approx(17 / 18)
+        assert by_id["cctv-cibitung-01"]["type_name"] == "Kamera CCTV"
+        assert by_id["cctv-cibitung-01"]["pillar_name"] == "Masyarakat cerdas"
+
+        def figures(rows: list[dict[str, Any]]) -> dict[str | None, tuple[float, float, int]]:
+            return {
+                r["grp"]: (r["expected_seconds"] / H, r["down_seconds"] / H, r["devices"])
+                for r in rows
+            }
+
+        query = "SELECT * FROM wall.availability(%s, %s, %s)"
+        pillars = await _as_wall(conn, query, *day, "pillar")
+        assert figures(pillars) == {
+            "environment": (44, 7, 2),
+            "society": (11, 0, 1),
+            "living": (18, 1, 1),
+        }
+        assert [p["label"] for p in pillars] == [
+            "Kehidupan cerdas",
+            "Lingkungan cerdas",
+            "Masyarakat cerdas",
+        ]
+        assert pillars[1]["availability"] == pytest.approx(37 / 44)
+        kecamatan = await _as_wall(conn, query, *day, "kecamatan")
+        assert figures(kecamatan) == {
+            "setu": (44, 7, 2),
+            "cibitung": (11, 0, 1),
+            "babelan": (18, 1, 1),
+        }
+        assert [k["label"] for k in kecamatan] == ["Babelan", "Cibitung", "Setu"]
+        types = await _as_wall(conn, query, *day, "type")
+        assert figures(types) == {
+            "water_level": (24, 6, 1),
+            "air_quality": (20, 1, 1),
+            "camera": (11, 0, 1),
+            "traffic_counter": (18, 1, 1),
+        }
+        (whole,) = await _as_wall(conn, query, *day, "all")
+        assert (whole["grp"], whole["devices"]) == ("all", 4)
+        assert (whole["expected_seconds"], whole["down_seconds"]) == (73 * H, 8 * H)
+        assert whole["availability"] == pytest.approx(65 / 73)
+
+        # Before anything was registered: no device, nothing expected, one 'all' row all the same.
+        before = (
+            wib(0, datetime(2026, 1, 1, tzinfo=WIB)),
+            wib(24, datetime(2026, 1, 1, tzinfo=WIB)),
+        )
+        (empty,) = await _as_wall(conn, query, *before, "all")
+        assert (empty["devices"], empty["expected_seconds"], empty["availability"]) == (0, 0, None)
+        assert await _as_wall(conn, query, *before, "pillar") == []
+
+        # The period is cut at now: from an hour ago to tomorrow is an hour of each active device.
+        now = datetime.now(UTC)
+        (recent,) = await _as_wall(
+            conn,
+            "SELECT * FROM wall.device_availability(%s, %s) WHERE device_id = 'wl-setu-01'",
+            now - timedelta(hours=1),
+            now + timedelta(days=1),
+        )
+        assert recent["expected_seconds"] == pytest.approx(H, abs=60)
+        assert recent["availability"] == 1.0
+
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="pillar, kecamatan, type"):
+            await _as_wall(conn, query, *day, "desa")
+
+
+async def test_the_availability_functions_signatures_and_privileges(migrated_db: str) -> None:
+    async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
+        rows = await _rows(
+            conn,
+            "SELECT p.oid::regprocedure::text AS name, pg_get_function_result(p.oid) AS result,"
+            " p.prosecdef AS definer, p.proconfig AS config,"
+            " EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner)))"
+            "         WHERE grantee = 0) AS public_execute,"
+            " has_function_privilege('pantau_wall', p.oid, 'EXECUTE') AS wall_execute"
+            " FROM pg_proc p WHERE p.pronamespace = 'wall'::regnamespace"
+            " AND p.proname LIKE '%%availability%%' ORDER BY 1",
+        )
+        by_name = {r["name"].split("(")[0]: r for r in rows}
+        assert set(by_name) == {
+            "wall.availability",
+            "wall.device_availability",
+            "wall.device_availability_detail",
+        }
+        assert by_name["wall.availability"]["result"] == AVAILABILITY_RESULT
+        assert by_name["wall.device_availability"]["result"] == DEVICE_AVAILABILITY_RESULT
+        # Only the function that reads the registry's tables runs as its owner, with its
+        # search_path fixed, and only the wall's role (and the owner) may call it.
+        definer = by_name["wall.device_availability_detail"]
+        assert [r["name"] for r in rows if r["definer"]] == [definer["name"]]
+        assert definer["config"] == ["search_path=pg_catalog, public, pg_temp"]
+        assert not definer["public_execute"]
+        assert all(r["wall_execute"] for r in rows)
