@@ -21,4 +21,6 @@ def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
 
 
 def register_cli(app: typer.Typer) -> None:
-    return None
+    from grafana.cli import app as grafana_app
+
+    app.add_typer(grafana_app, name="grafana")

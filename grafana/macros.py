@@ -21,7 +21,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeAlias
 
-__all__ = ["MacroError", "VariableValue", "expand", "format_interval", "parse_interval"]
+__all__ = [
+    "MacroError",
+    "VariableValue",
+    "auto_interval",
+    "expand",
+    "format_interval",
+    "parse_interval",
+    "resolve_time",
+]
 
 # A variable's current value: a string (a single-value variable), a number, or a sequence of
 # strings (a multi-value variable's selection, or "All": every option's value).
@@ -304,6 +312,44 @@ def _parse_go_duration(text: str) -> timedelta:
         total += Decimal(m[1]) * _GO_UNITS[m[2]]
         pos = m.end()
     return sign * timedelta(microseconds=int(total * 1_000_000))
+
+
+_RELATIVE = re.compile(r"^now(?:-(\d+)([smhdwMy]))?$")
+# Grafana's rangeutil.roundInterval: (below this many ms, round to this many ms)
+_ROUND_MS = (
+    (15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500), (1500, 1000),
+    (3500, 2000), (7500, 5000), (12500, 10000), (17500, 15000), (25000, 20000),
+    (45000, 30000), (90000, 60000), (210000, 120000), (450000, 300000), (750000, 600000),
+    (1050000, 900000), (1500000, 1200000), (2700000, 1800000), (5400000, 3600000),
+    (9000000, 7200000), (16200000, 10800000), (32400000, 21600000), (86400000, 43200000),
+    (604800000, 86400000), (1814400000, 604800000), (3628800000, 2592000000),
+)  # fmt: skip
+
+
+def resolve_time(text: str, now: datetime) -> datetime:
+    """A dashboard's relative time (`now`, `now-6h`, `now-30d`) at `now`."""
+    m = _RELATIVE.match(text)
+    if not m:
+        raise MacroError(f"time {text!r}: expected now or now-<number><s|m|h|d|w|M|y>")
+    if m[1] is None:
+        return now
+    if m[2] in "smh":
+        return now - _parse_go_duration(m[1] + m[2])
+    return now - parse_interval(m[1] + m[2], now=now)
+
+
+def auto_interval(
+    start: datetime,
+    end: datetime,
+    *,
+    max_data_points: int = 1000,
+    min_interval: timedelta = timedelta(minutes=1),
+) -> timedelta:
+    """`$__interval` as Grafana computes it: the range over the panel's data points, rounded to
+    a round interval, not below the data source's minimum (the SQL sources' default is 1m)."""
+    raw_ms = (end - start) / timedelta(milliseconds=1) / max(1, max_data_points)
+    rounded = next((to for below, to in _ROUND_MS if raw_ms < below), 31536000000)
+    return max(timedelta(milliseconds=rounded), min_interval)
 
 
 def format_interval(interval: timedelta) -> str:

@@ -4,8 +4,9 @@ the benchmark that times them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from grafana_foundation_sdk.builders import bargauge, geomap, stat, statetimeline, table, timeseries
@@ -21,7 +22,7 @@ from grafana_foundation_sdk.models import geomap as gm
 from grafana_foundation_sdk.models import prometheus as pm
 from grafana_foundation_sdk.models import text as tm
 
-from grafana import datasources, postgres, style
+from grafana import datasources, macros, postgres, style
 
 Format = Literal["table", "time_series"]
 Steps = tuple[tuple[float | None, str, str], ...]
@@ -461,6 +462,28 @@ class PanelQuery:
     format: Format
     time_from: str  # the range the panel shows by default: the dashboard's, or its override
     time_to: str
+
+    def time_range(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        """The default range as times, at `now` (default: the clock)."""
+        at = now or datetime.now(UTC)
+        at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # Grafana sends ms
+        return macros.resolve_time(self.time_from, at), macros.resolve_time(self.time_to, at)
+
+    def expand(
+        self,
+        variables: Mapping[str, macros.VariableValue] | None = None,
+        *,
+        now: datetime | None = None,
+        max_data_points: int = 1000,
+    ) -> str:
+        """The SQL Grafana would run for this query over its default range (PostgreSQL only)."""
+        if self.datasource != "postgres":
+            raise ValueError(f"{self.panel_title}: PromQL is expanded by Prometheus' data source")
+        start, end = self.time_range(now)
+        interval = macros.auto_interval(start, end, max_data_points=max_data_points)
+        return macros.expand(
+            self.text, start=start, end=end, interval=interval, variables=variables
+        )
 
 
 def panel_queries() -> list[PanelQuery]:

@@ -626,3 +626,29 @@ BEGIN
     END IF;
 END
 $$;
+
+-- -- grafana dashboards: ----------------------------------------------------------------------------
+
+-- Per kecamatan and device type, every pair that has a device: the Kecamatan dashboard's counts
+-- for the types chosen in its `tipe` variable, and the variable's options.
+CREATE VIEW wall.status_by_kecamatan_type AS
+SELECT s.kecamatan,
+       s.kecamatan_name,
+       s.device_type,
+       s.type_name,
+       count(*) AS total,
+       count(*) FILTER (WHERE s.state = 'up') AS up,
+       count(*) FILTER (WHERE s.state = 'late') AS late,
+       count(*) FILTER (WHERE s.state = 'down') AS down,
+       count(*) FILTER (WHERE s.state = 'paused') AS paused,
+       count(*) FILTER (WHERE s.state = 'unknown') AS unknown
+FROM wall.device_state s
+GROUP BY s.kecamatan, s.kecamatan_name, s.device_type, s.type_name;
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pantau_wall') THEN
+        GRANT SELECT ON wall.status_by_kecamatan_type TO pantau_wall;
+    END IF;
+END
+$$;
