@@ -20,24 +20,23 @@ class GrafanaSettings(BaseModel):
     )
     token: SecretStr | None = Field(
         None,
-        description="a Grafana service account token for `publish` (role Editor, or Admin for "
-        "the playlist on older Grafana); set it in the environment, never in a file in the repo "
-        "(`--token-file` overrides it)",
+        description="a Grafana service account token (role Editor) for `publish`: set it in the "
+        "environment, never in a file kept in a repository (`--token-file` overrides it)",
     )
     timeout_seconds: float = Field(
         10.0, gt=0, le=300, description="how long `publish` waits for each Grafana request"
     )
-    postgres_host: str = Field(
-        "",
+    postgres_host: str | None = Field(
+        None,
         max_length=200,
-        pattern=r"^[^\s/]*$",
-        description="`host:port` Grafana reaches PostgreSQL at (its data source); empty: the host "
-        "and port of `database.url`",
+        pattern=r"^[^\s/]+$",
+        description="`host:port` Grafana reaches PostgreSQL at (its data source; default: the "
+        "host and port of `database.url`)",
     )
-    postgres_database: str = Field(
-        "",
+    postgres_database: str | None = Field(
+        None,
         max_length=63,
-        description="the database the data source opens; empty: the one of `database.url`",
+        description="the database the data source opens (default: the one of `database.url`)",
     )
     postgres_sslmode: str = Field(
         "disable",

@@ -85,7 +85,8 @@ def build(pantau_url: str) -> dm.Dashboard:
                 w=24,
                 h=23,
                 cell_height=common.TableCellHeight.LG,
-                description="Yang mati lebih dulu. Gambar dari Pantau, tanpa token.",
+                description="Yang mati lebih dulu. Gambar dari Pantau lewat alamat berkunci "
+                "per kamera.",
             )
         )
         .build()
