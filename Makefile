@@ -29,7 +29,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Pantau needs Python >= 3.11; set PYTHON=python3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# grafana-client's niquests needs urllib3-future, whose wheel replaces urllib3 in the whole
+	# venv (a .pth hook) and breaks requests' users (schemathesis); built from source with
+	# URLLIB3_NO_OVERRIDE=1 it installs beside urllib3 as urllib3_future, which niquests uses.
+	URLLIB3_NO_OVERRIDE=1 $(BIN)/pip install --quiet --no-binary urllib3-future -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # Debian packages: installed when missing and we are root; otherwise a list of what to install.
