@@ -4,6 +4,7 @@ the benchmark that times them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -462,6 +463,13 @@ class PanelQuery:
     format: Format
     time_from: str  # the range the panel shows by default: the dashboard's, or its override
     time_to: str
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The dashboard variables the query needs (`kecamatan`, `tipe`, `pantau_url`): a value
+        each for `expand` (`tipe` takes a list: "All" is every value its own query returns)."""
+        names = re.findall(r"\$\{?([A-Za-z0-9_]+)", self.text)
+        return tuple(dict.fromkeys(n for n in names if not n.startswith("__")))
 
     def time_range(self, now: datetime | None = None) -> tuple[datetime, datetime]:
         """The default range as times, at `now` (default: the clock)."""

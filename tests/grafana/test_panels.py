@@ -100,6 +100,7 @@ async def test_every_postgres_panel_returns_what_its_panel_reads(
     dsn, data = wall_db
     variables = await _variables(dsn, data.now)
     sql = query.expand(variables, now=data.now)
+    assert set(query.variables) <= set(variables), query.variables
     assert "$" not in sql.replace("$__", ""), sql  # every variable expanded
     columns, rows = await _run(dsn, sql)
     names = [name for name, _ in columns]

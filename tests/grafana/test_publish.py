@@ -254,7 +254,12 @@ def test_urllib3_future_sits_beside_urllib3_not_over_it() -> None:
         for line in (Path(__file__).parents[2] / "constraints.txt").read_text().splitlines()
         if "==" in line
     )
-    assert urllib3.__version__ == pins["urllib3"], "urllib3 was replaced: run make again"
-    assert urllib3_future.__version__ == pins["urllib3-future"]
+    rebuild = (
+        "urllib3-future's wheel replaced urllib3 in this venv (built from constraints.txt before "
+        "the Makefile installed it from source); pip does not undo it: rm -rf .venv && make "
+        ".venv/.installed"
+    )
     hooks = [p for d in site.getsitepackages() for p in Path(d).glob("urllib3_future*.pth")]
-    assert hooks == [], hooks
+    assert hooks == [], rebuild
+    assert urllib3.__version__ == pins["urllib3"], rebuild
+    assert urllib3_future.__version__ == pins["urllib3-future"]
