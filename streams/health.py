@@ -8,6 +8,14 @@ camera's own baseline, which adapts slowly and only from healthy samples, so dus
 filter switching to a bright grey picture and rain pass without an alarm while a lens cap does not.
 An offline report is offline at once: the connection is gone, there is nothing to debounce.
 Recovery is immediate too: one good sample ends a black, covered, frozen or blurred state.
+
+Each verdict also says whether the camera is watched (`Verdict.watch`): while it is, the probe
+decodes `samples_per_interval` keyframes per interval, otherwise one (the issue's "one frame per
+interval"; see streams/probe.py). A camera is watched until its baseline is learned, while a run
+of bad or unchanged samples is pending, while a bad state is held, and while its bitrate has
+collapsed. So the first bad sample of a healthy camera (one per interval) doubles its samples
+from the next interval on, and bad_samples = frozen_samples = 3 are reached in two intervals
+(1 + 2 samples), as with two samples every interval.
 """
 
 from __future__ import annotations
@@ -106,7 +114,7 @@ class Judge:
         if not report.online:
             self._reset()
             self._state, self._why = "offline", report.reason or "error"
-            return Verdict(state="offline", reason=self._why)
+            return Verdict(state="offline", reason=self._why, watch=True)
         if self._state == "offline":
             self._state, self._why = "ok", None
         collapsed = self._collapsed(report.bitrate_kbps)
@@ -115,8 +123,9 @@ class Judge:
             healthy_interval &= self._add(sample, collapsed)
         if healthy_interval and self._state == "ok" and report.bitrate_kbps is not None:
             self.bitrate.learn(report.bitrate_kbps)
+        watch = self.watching(collapsed)
         if not report.samples:  # no keyframe this interval: the state stands, no new measures
-            return Verdict(state=self._state, reason=self._why)
+            return Verdict(state=self._state, reason=self._why, watch=watch)
         last = report.samples[-1]
         return Verdict(
             state=self._state,
@@ -126,6 +135,22 @@ class Judge:
             edge_density=last.edge_density,
             sharpness=last.sharpness,
             change=self._last_change,
+            watch=watch,
+        )
+
+    def watching(self, collapsed: bool | None = None) -> bool:
+        """Whether the camera needs a closer look than one sample per interval: no baseline yet
+        (a new camera: everything is judged on the absolute floors, the first two intervals must
+        be enough), a bad or unchanged sample whose run is pending, a bad state held (also
+        blurred), or a collapsed bitrate (a frozen encoder's first sign)."""
+        return (
+            self._state != "ok"
+            or self._black > 0
+            or self._covered > 0
+            or self._blurred > 0
+            or self._still > 0
+            or collapsed is True
+            or not self.change.ready
         )
 
     def _reset(self) -> None:

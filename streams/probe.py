@@ -1,9 +1,18 @@
 """One camera's probe: a thread holding a persistent RTSP connection with PyAV.
 
 It demuxes every packet (counting sizes, timestamps and keyframes, nothing else: this loop runs
-for hundreds of cameras) and decodes only the few keyframes it samples, `samples_per_interval`
-per check interval, spread over it. Each interval ends in one IntervalReport, also while the
-camera is offline. The costly parts are chosen for their cost:
+for hundreds of cameras) and decodes only the few keyframes it samples. Each interval ends in one
+IntervalReport, also while the camera is offline, and the judge's verdict on it (what `emit`
+returns) sets the next interval's sampling:
+
+- **Adaptive sampling.** While the judge watches the camera (`Verdict.watch`: a new connection,
+  no baseline yet, a bad or unchanged sample pending, a bad state held, a bitrate collapse) the
+  interval takes `samples_per_interval` samples, the first keyframes at or after slots spread
+  over it (at 0, 1/n, ... of the interval). While the camera looks healthy it takes one: the
+  issue's "one frame per interval", late in the interval so that the snapshot is as fresh as
+  with every slot (see sample_offset). An `emit` that returns no verdict gets every slot.
+
+The costly parts are chosen for their cost:
 
 - No PyAV read timeout (its interrupt callback takes the GIL on every socket read: two to three
   times the CPU of the whole loop, measured): `timeout=(open, None)` bounds the open only. A
@@ -41,7 +50,7 @@ import numpy.typing as npt
 from av.video.reformatter import VideoReformatter
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from streams.report import CameraConfig, IntervalReport, OfflineReason, Sample
+from streams.report import CameraConfig, IntervalReport, OfflineReason, Sample, Verdict
 from streams.settings import StreamsSettings
 from streams.urls import redact, redact_text
 
@@ -121,10 +130,14 @@ class ProbeMetrics:
         )
 
 
+# Hands a report over and returns the judge's verdict on it (None: every sample slot is taken).
+Emit = Callable[[IntervalReport], Verdict | None]
+
+
 def run_camera(
     config: CameraConfig,
     settings: StreamsSettings,
-    emit: Callable[[IntervalReport], None],
+    emit: Emit,
     stop: threading.Event,
     open_gate: threading.Semaphore,
     metrics: ProbeMetrics,
@@ -324,12 +337,27 @@ class _Interval:
         self.frame: VideoFrame | None = None
 
 
+# A healthy camera's one sample waits for a keyframe this many keyframe gaps before the interval's
+# end at most: the keyframe comes in time even a quarter of a gap late.
+KEYFRAME_MARGIN = 1.25
+
+
+def sample_offset(period: float, slots: int, watched: bool, keyframe_gap: float) -> float:
+    """Seconds into the interval of its first sample slot: 0 while the camera is watched (every
+    slot taken); else the last slot (the second half of the interval with two slots), or earlier
+    by as much as the camera's keyframes need to bring one before the interval ends (a "smart
+    codec" camera with a keyframe every 10-20 s: the first keyframe of the interval)."""
+    if watched:
+        return 0.0
+    return max(0.0, period - max(period / slots, KEYFRAME_MARGIN * keyframe_gap))
+
+
 class _Probe:
     def __init__(
         self,
         config: CameraConfig,
         settings: StreamsSettings,
-        emit: Callable[[IntervalReport], None],
+        emit: Emit,
         stop: threading.Event,
         open_gate: threading.Semaphore,
         metrics: ProbeMetrics,
@@ -479,12 +507,13 @@ class _Probe:
             )
         )
 
-    def _send(self, report: IntervalReport) -> None:
+    def _send(self, report: IntervalReport) -> Verdict | None:
         try:
             with self.lock:  # the watchdog may report for this camera too: one at a time
-                self._emit(report)
+                return self._emit(report)
         except Exception:
             log.exception("camera %s: the report could not be handed over", self.device)
+            return None
 
     # --- the packet loop ----------------------------------------------------------------
 
@@ -500,8 +529,14 @@ class _Probe:
         time_base = stream.time_base or Fraction(1, 90_000)
         gap = int(PTS_GAP_SECONDS / time_base)
         period = self.period
-        per_interval = self.settings.samples_per_interval
-        step = period / per_interval
+        slots = self.settings.samples_per_interval
+        step = period / slots
+        # Sampling (see the module's docstring): `wanted` samples, the first at `offset` seconds
+        # into the interval, the next ones a slot apart; a new connection is watched (the judge
+        # has not seen it).
+        watched = True
+        keyframe_gap, last_keyframe = 0.0, time.monotonic()
+        wanted, offset = slots, 0.0
         interval = self.interval
         boundary = interval.started_mono + period
         next_sample = interval.started_mono
@@ -520,6 +555,7 @@ class _Probe:
                     self._resumed()
                     interval = self.interval
                     boundary = interval.started_mono + period
+                    watched, wanted, offset = True, slots, 0.0
                     next_sample = interval.started_mono
                     packets = size = keyframes = span = frames = 0
                     top = None
@@ -536,21 +572,25 @@ class _Probe:
                             top = pts
                 if packet.is_keyframe:
                     keyframes += 1
-                    if now >= next_sample and len(interval.samples) < per_interval:
+                    keyframe_gap, last_keyframe = now - last_keyframe, now
+                    if now >= next_sample and len(interval.samples) < wanted:
                         self._sample(codec, packet, interval)
-                        next_sample = interval.started_mono + step * len(interval.samples)
+                        next_sample = interval.started_mono + offset + step * len(interval.samples)
                         now = monotonic()
                     if self.stop.is_set():
                         return
                 if now >= boundary:
                     interval.packets, interval.bytes, interval.keyframes = packets, size, keyframes
                     fps = frames / float(span * time_base) if span else None
-                    self._report_online(stream, interval, connect_seconds, fps)
+                    verdict = self._report_online(stream, interval, connect_seconds, fps)
                     if self.stop.is_set():
                         return
+                    watched = verdict is None or verdict.watch
+                    wanted = slots if watched else 1
+                    offset = sample_offset(period, slots, watched, keyframe_gap)
                     interval = self.interval = _Interval()
                     boundary = interval.started_mono + period
-                    next_sample = interval.started_mono
+                    next_sample = interval.started_mono + offset
                     packets = size = keyframes = span = frames = 0
         except Exception as exc:
             reason = offline_reason(exc, opening=False)
@@ -631,7 +671,7 @@ class _Probe:
         interval: _Interval,
         connect_seconds: float,
         fps: float | None,
-    ) -> None:
+    ) -> Verdict | None:
         self._count(interval)
         jpeg = None
         if interval.frame is not None:
@@ -648,7 +688,7 @@ class _Probe:
         codec = stream.codec_context
         width = interval.frame.width if interval.frame is not None else codec.width
         height = interval.frame.height if interval.frame is not None else codec.height
-        self._send(
+        return self._send(
             IntervalReport(
                 device_id=self.device,
                 started_at=interval.started_at,

@@ -88,6 +88,9 @@ class Verdict:
     edge_density: float | None = None
     sharpness: float | None = None
     change: float | None = None  # share of the picture that changed against the last sample
+    # The judge wants a closer look: the probe decodes samples_per_interval keyframes in the next
+    # interval instead of one (see Judge.watching).
+    watch: bool = False
 
     @property
     def down(self) -> bool:

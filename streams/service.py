@@ -8,7 +8,8 @@ says to probe, judges what each reports and writes the results.
   New threads open their first connection spread over `stagger_seconds`; every open waits for
   one of `open_concurrency` slots (a shared semaphore).
 - **Hand-off**: a probe thread judges its own reports (one `Judge` per camera, off the event
-  loop) and hands them to the loop (`call_soon_threadsafe`). Bounded: at most
+  loop; the verdict goes back to the probe, whose next interval's sampling it sets) and hands
+  them to the loop (`call_soon_threadsafe`). Bounded: at most
   `PENDING_PER_CAMERA` reports per camera wait for the writer, the oldest is overwritten when it
   falls behind (counted in pantau_camera_reports_dropped_total{reason="overwritten"}); only the
   newest snapshot JPEG per camera is kept.
@@ -51,7 +52,7 @@ RETENTION_EVERY_SECONDS = 3600.0  # old camera_health rows are deleted this ofte
 STATES = ("unknown", "ok", "frozen", "black", "covered", "blurred", "offline")
 _DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable)
 
-Emit = Callable[[IntervalReport], None]
+Emit = Callable[[IntervalReport], Verdict | None]  # the verdict: see streams.probe.Emit
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection]]
 
 
@@ -301,15 +302,15 @@ class CameraProbes:
     def _emitter(self, probe: _Probe, judge: Judging) -> Emit:
         device_id = probe.config.device_id
 
-        def emit(report: IntervalReport) -> None:
+        def emit(report: IntervalReport) -> Verdict | None:
             if probe.retired:
-                return
+                return None
             try:
                 verdict = judge.judge(report)
             except Exception:
                 log.exception("camera %s: judging a report failed", device_id)
                 self.metrics.dropped.labels("judge_error").inc()
-                return
+                return None
             jpeg = report.jpeg
             slim = dataclasses.replace(report, samples=(), jpeg=None)  # frames stay here
             loop = self._loop
@@ -319,6 +320,7 @@ class CameraProbes:
                 loop.call_soon_threadsafe(self._accept, slim, verdict, jpeg)
             except RuntimeError:  # the loop is closed: the service has stopped
                 self.metrics.dropped.labels("shutdown").inc()
+            return verdict
 
         return emit
 

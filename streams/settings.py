@@ -44,7 +44,9 @@ class StreamsSettings(BaseModel):
         2,
         ge=1,
         le=10,
-        description="keyframes decoded and judged per check interval (spread over it)",
+        description="keyframes decoded and judged per check interval (spread over it) while "
+        "the judge watches a camera (new, a bad sample or state, a bitrate collapse); a healthy "
+        "camera gets one",
     )
     analysis_width: int = Field(
         320, ge=64, le=1920, description="judged frames are scaled to this width"

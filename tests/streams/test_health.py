@@ -260,3 +260,99 @@ def test_bad_samples_do_not_teach_the_baseline() -> None:
     states = [judge.judge(report([view(flat, 0, rng, 1.5)])).state for _ in range(200)]
     assert states[2:] == ["covered"] * 198
     assert judge.contrast.value == pytest.approx(contrast)
+
+
+# --- adaptive sampling: what the verdict's `watch` asks of the probe --------------------------
+
+
+def sampled(judge: Judge, source: list[Gray], bitrate: float, watched: bool) -> Verdict:
+    """One interval as the probe samples it: two pictures while watched, else one (the last)."""
+    pictures = [source.pop(0), source.pop(0)] if watched else [source.pop(0)]
+    return judge.judge(report(pictures, bitrate))
+
+
+def test_a_new_camera_is_watched_until_its_baseline_is_learned() -> None:
+    judge, scene = Judge(Thresholds()), Scene()
+    watches = [judge.judge(report(scene.moving(2))).watch for _ in range(4)]
+    assert watches == [True, True, False, False]  # five changes learned in the third interval
+    assert judge.change.ready
+    verdicts = judge_each(judge, scene.moving(10))
+    assert all(v.state == "ok" and not v.watch for v in verdicts)
+    offline = judge.judge(IntervalReport("cam", 0, 10, online=False, reason="ended"))
+    assert offline.watch  # a new connection: its first sample has nothing to compare with
+
+
+def test_one_bad_sample_is_watched_for_the_next_interval_only() -> None:
+    judge, scene = learned(Thresholds(bad_samples=3, black_luma=20))
+    rng = np.random.default_rng(12)
+    black = view(np.full((H + 40, W), 4, np.float32), 0, rng, 1, 0)
+    flash = judge.judge(report([black]))  # the IR switch's flash
+    assert (flash.state, flash.watch) == ("ok", True)
+    after = judge.judge(report(scene.moving(2)))
+    assert (after.state, after.watch) == ("ok", False)
+
+
+def test_a_collapsed_bitrate_is_watched() -> None:
+    judge, scene = learned()
+    verdict = judge.judge(report(scene.moving(1), bitrate=100.0))  # the baseline is 400
+    assert (verdict.state, verdict.watch) == ("ok", True)
+    assert not judge.judge(report(scene.moving(1), bitrate=400.0)).watch
+
+
+@pytest.mark.parametrize("pattern", ["frozen", "black", "covered"])
+def test_sampled_once_per_interval_a_bad_camera_is_still_caught_in_two_intervals(
+    pattern: str,
+) -> None:
+    """A healthy camera, sampled once per interval, goes bad: its first bad sample makes the
+    judge watch it, the next interval brings two samples, and 1 + 2 = bad_samples =
+    frozen_samples: the state is called at the end of the second interval, as with two samples
+    in every interval. Then it stays watched while the state is held, and one healthy sample
+    ends it."""
+    judge, scene = learned(Thresholds(frozen_samples=3, bad_samples=3))
+    rng = np.random.default_rng(13)
+    healthy = scene.moving(6)
+    watched = False
+    for _ in range(6):
+        verdict = sampled(judge, healthy, 400.0, watched)
+        assert (verdict.state, verdict.watch) == ("ok", False)
+        watched = verdict.watch
+    bad: list[Gray] = {
+        "frozen": lambda: scene.frozen(8),
+        "black": lambda: [
+            view(np.full((H + 40, W), 4, np.float32), 0, rng, 1, c) for c in range(8)
+        ],
+        "covered": lambda: [
+            np.asarray(
+                cv2.GaussianBlur(view(np.full((H + 40, W), 45, np.float32), 0, rng, 5), (5, 5), 0),
+                dtype=np.uint8,
+            )
+            for _ in range(8)
+        ],
+    }[pattern]()
+    bitrate = 100.0 if pattern == "frozen" else 400.0  # a frozen encoder's bitrate collapses
+    first = sampled(judge, bad, bitrate, watched)
+    assert (first.state, first.watch) == ("ok", True)  # one bad sample: watched, not yet called
+    second = sampled(judge, bad, bitrate, first.watch)
+    assert (second.state, second.watch) == (pattern, True)
+    assert sampled(judge, bad, bitrate, second.watch).state == pattern
+    recovered = judge.judge(report(scene.moving(2)))
+    assert recovered.state == "ok"
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), step=st.integers(3, 40), noise=st.floats(0.5, 6.0))
+def test_a_moving_scene_sampled_adaptively_is_never_flagged(
+    seed: int, step: int, noise: float
+) -> None:
+    """Once learned, a healthy moving camera is sampled once per interval and never flagged."""
+    judge, scene = Judge(Thresholds()), Scene(seed, noise)
+    watched = True
+    counts = []
+    for _ in range(15):
+        pictures = scene.moving(2 if watched else 1, step)
+        verdict = judge.judge(report(pictures))
+        assert verdict.state == "ok", verdict
+        watched = verdict.watch
+        counts.append(len(pictures))
+    assert counts[:3] == [2, 2, 2]
+    assert counts[4:] == [1] * 11

@@ -5,6 +5,7 @@ errors or metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -21,7 +22,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.health import Judge
-from streams.probe import ProbeMetrics, describe, offline_reason, run_camera, snapshot
+from streams.probe import (
+    ProbeMetrics,
+    describe,
+    offline_reason,
+    run_camera,
+    sample_offset,
+    snapshot,
+)
 from streams.report import CameraConfig, IntervalReport, Thresholds, Verdict
 from streams.settings import StreamsSettings
 from tests.fixtures.rtsp import RtspServer
@@ -48,12 +56,22 @@ class Cameras:
         self.gate = threading.Semaphore(settings.open_concurrency)
         self.threads: list[threading.Thread] = []
         self.judges: dict[str, Judge] = {}
+        # a camera's scripted watch (by its report's index) instead of its judge's
+        self.scripts: dict[str, Callable[[int], bool]] = {}
         self.seen: dict[str, list[tuple[IntervalReport, Verdict]]] = defaultdict(list)
         self.changed = threading.Condition()
 
-    def start(self, name: str, url: str, interval: float = INTERVAL) -> None:
+    def start(
+        self,
+        name: str,
+        url: str,
+        interval: float = INTERVAL,
+        script: Callable[[int], bool] | None = None,
+    ) -> None:
         config = CameraConfig(name, url, probe_interval_seconds=interval)
         self.judges[name] = Judge(Thresholds(frozen_samples=3, bad_samples=3))
+        if script is not None:
+            self.scripts[name] = script
         thread = threading.Thread(
             target=run_camera,
             args=(config, self.settings, self._emit, self.stop, self.gate, self.metrics),
@@ -62,11 +80,18 @@ class Cameras:
         thread.start()
         self.threads.append(thread)
 
-    def _emit(self, report: IntervalReport) -> None:
+    def _emit(self, report: IntervalReport) -> Verdict:
+        """Judge the report (its verdict sets the probe's sampling, as in the service)."""
         verdict = self.judges[report.device_id].judge(report)
+        script = self.scripts.get(report.device_id)
         with self.changed:
+            if script is not None:
+                verdict = dataclasses.replace(
+                    verdict, watch=script(len(self.seen[report.device_id]))
+                )
             self.seen[report.device_id].append((report, verdict))
             self.changed.notify_all()
+        return verdict
 
     def online(self, name: str) -> list[tuple[IntervalReport, Verdict]]:
         with self.changed:
@@ -167,6 +192,71 @@ def test_each_pattern_is_judged_within_two_intervals(
     assert metric(cameras, "pantau_camera_probe_threads") == 5
     cameras.close()
     assert metric(cameras, "pantau_camera_probe_threads") == 0
+
+
+def test_a_healthy_camera_is_sampled_once_per_interval_a_bad_one_twice(
+    rtsp_server: RtspServer, cameras: Cameras
+) -> None:
+    """With the real judge: a moving camera is sampled twice per interval until its baseline is
+    learned, then once (and still snapshotted every interval); a frozen, black or covered one is
+    watched all along (its bad state held): two samples every interval."""
+    names = ("moving", "frozen", "black", "covered")
+    for name in names:
+        cameras.start(name, rtsp_server.url(name))
+
+    def settled() -> bool:
+        verdicts = [v for _, v in cameras.seen["moving"] if not v.watch]
+        return len(verdicts) >= 3 and all(len(cameras.online(n)) >= 6 for n in names)
+
+    cameras.wait("the moving camera sampled once per interval, three times", settled, 40)
+    moving = cameras.online("moving")
+    assert all(v.state == "ok" for _, v in moving)
+    first_unwatched = next(i for i, (_, v) in enumerate(moving) if not v.watch)
+    assert first_unwatched >= 2  # three intervals' samples (five changes) teach the baseline
+    for report, verdict in moving[1 : first_unwatched + 1]:  # the first may lose its open time
+        assert len(report.samples) == 2, verdict
+    for report, _ in moving[first_unwatched + 1 :]:
+        assert len(report.samples) == 1
+        assert report.jpeg is not None  # one snapshot per interval all the same
+        # late in the interval (fresh snapshot): not before 2 s - 1.25 keyframe gaps (1 s)
+        assert report.samples[0].at >= report.started_at + 0.7
+    for name in names[1:]:
+        seen = cameras.online(name)
+        assert [v.state for _, v in seen][1:] == [name] * (len(seen) - 1), name
+        assert all(v.watch for _, v in seen), name
+        assert all(len(r.samples) == 2 for r, _ in seen[1:]), name
+
+
+def test_the_verdict_sets_the_next_intervals_samples(
+    rtsp_server: RtspServer, cameras: Cameras
+) -> None:
+    """The probe's side of the rule, with scripted verdicts: watched -> every slot next
+    interval, else the last one; a new connection takes every slot."""
+    watched_after = {2, 3, 6}
+    cameras.start(
+        "secure",
+        rtsp_server.url("secure", rtsp_server.credentials),
+        script=lambda i: i in watched_after,
+    )
+    cameras.wait("nine reports", lambda: len(cameras.online("secure")) >= 9)
+    counts = [len(r.samples) for r, _ in cameras.online("secure")[:9]]
+    assert counts[1:] == [1, 1, 2, 2, 1, 1, 2, 1]
+    assert counts[0] >= 1  # the connection's first interval starts before the stream does
+
+
+@pytest.mark.parametrize(
+    ("watched", "gap", "offset"),
+    [
+        (True, 2.0, 0.0),  # watched: every slot, from the interval's start
+        (False, 2.0, 5.0),  # healthy: the last slot only
+        (False, 4.0, 5.0),
+        (False, 6.0, 2.5),  # keyframes sparser than a slot: early enough for one to come
+        (False, 15.0, 0.0),  # a "smart codec" camera: the interval's first keyframe
+    ],
+)
+def test_the_sample_offset(watched: bool, gap: float, offset: float) -> None:
+    assert sample_offset(10.0, 2, watched, gap) == pytest.approx(offset)
+    assert sample_offset(10.0, 1, watched, gap) == 0.0  # one slot: always from the start
 
 
 def test_a_stopped_and_a_stalled_camera_go_offline_and_come_back(
