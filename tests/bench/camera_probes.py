@@ -10,12 +10,14 @@ FLAVOUR is
   bare    the floor: a PyAV loop that demuxes every packet and decodes one keyframe per interval
           (skip_frame NONKEY, one thread), nothing else;
   pantau  Pantau's probes: streams.probe.run_camera per camera (a thread each, as the service
-          runs them), every IntervalReport judged by a streams.health.Judge per camera.
+          runs them), every IntervalReport judged by a streams.health.Judge per camera in the
+          probe's thread, whose verdict sets the probe's sampling (as the service does).
 
 Every camera opens the same URL (the test server's /bench: one file looped, shared media), the
-opens spread over --stagger seconds. Once every camera is warm (it has packets; Pantau's: it has
-reported online), or at the --warmup deadline, and --settle seconds more, the process measures a
-window of --window seconds. It prints, one per line: `ready` (imports done, no camera yet),
+opens spread over --stagger seconds. Once every camera is warm (it has packets; Pantau's: its
+judge has learned its baseline and no longer watches it, i.e. it is sampled once per interval),
+or at the --warmup deadline, and --settle seconds more, the process measures a window of --window
+seconds. It prints, one per line: `ready` (imports done, no camera yet),
 `window` (the window starts; the parent samples the server's CPU then), `done` (the window
 ended), then one JSON object: CPU seconds of this process over the window (all threads), RSS
 before any camera and at the window's end, and per camera what arrived in the window, so the
@@ -220,38 +222,44 @@ def run_pantau(url: str, cameras: list[Camera], args: argparse.Namespace, window
 
     from streams.health import Judge
     from streams.probe import ProbeMetrics, run_camera
-    from streams.report import CameraConfig, IntervalReport
+    from streams.report import CameraConfig, IntervalReport, Verdict
     from streams.settings import StreamsSettings
 
     settings = StreamsSettings(stagger_seconds=args.stagger)
     metrics = ProbeMetrics(CollectorRegistry())
     gate = threading.Semaphore(settings.open_concurrency)
     stop = threading.Event()
-    # Reports go to one judging thread through a bounded queue, as in the service; a full queue
-    # would show as a lagging camera (its reports missing), and is counted.
-    reports: queue.Queue[IntervalReport | None] = queue.Queue(maxsize=4 * len(cameras))
+    # As in the service, each probe thread judges its own reports (its verdict sets the probe's
+    # next sampling) and hands them over through a bounded queue, here to one recording thread; a
+    # full queue would show as a lagging camera (its reports missing), and is counted.
+    reports: queue.Queue[tuple[IntervalReport, Verdict, float] | None] = queue.Queue(
+        maxsize=4 * len(cameras)
+    )
     dropped = [0]
     index = {f"bench-{i:04d}": i for i in range(len(cameras))}
+    configs = [
+        CameraConfig(device_id=f"bench-{i:04d}", rtsp_url=url, probe_interval_seconds=args.interval)
+        for i in range(len(cameras))
+    ]
+    judges = {config.device_id: Judge(config.thresholds) for config in configs}
 
-    def emit(report: IntervalReport) -> None:
+    def emit(report: IntervalReport) -> Verdict:
+        verdict = judges[report.device_id].judge(report)
         try:
-            reports.put_nowait(report)
+            reports.put_nowait((report, verdict, time.time()))
         except queue.Full:
             dropped[0] += 1
+        return verdict
 
-    def judge_all() -> None:
-        judges: dict[str, Judge] = {}
-        while (report := reports.get()) is not None:
-            judge = judges.get(report.device_id)
-            if judge is None:
-                judge = judges[report.device_id] = Judge(thresholds)
-            verdict = judge.judge(report)
+    def record_all() -> None:
+        while (item := reports.get()) is not None:
+            report, verdict, judged_at = item
             camera = cameras[index[report.device_id]]
             camera.reports.append(
                 {
                     "started_at": report.started_at,
                     "ended_at": report.ended_at,
-                    "judged_at": time.time(),
+                    "judged_at": judged_at,
                     "online": report.online,
                     "reason": report.reason,
                     "packets": report.packets,
@@ -260,17 +268,13 @@ def run_pantau(url: str, cameras: list[Camera], args: argparse.Namespace, window
                     "samples": len(report.samples),
                     "jpeg_bytes": len(report.jpeg or b""),
                     "state": verdict.state,
+                    "watch": verdict.watch,
                     "width": report.width,
                     "height": report.height,
                 }
             )
 
-    configs = [
-        CameraConfig(device_id=f"bench-{i:04d}", rtsp_url=url, probe_interval_seconds=args.interval)
-        for i in range(len(cameras))
-    ]
-    thresholds = configs[0].thresholds
-    judging = threading.Thread(target=judge_all, daemon=True)
+    judging = threading.Thread(target=record_all, daemon=True)
     judging.start()
     threads = []
     for i, config in enumerate(configs):
@@ -282,7 +286,9 @@ def run_pantau(url: str, cameras: list[Camera], args: argparse.Namespace, window
         )
         thread.start()
         threads.append(thread)
-    measure(window, args, lambda camera: any(r["online"] for r in camera.reports))
+    # warm: the camera's judge has learned its baseline (the steady state, one sample per
+    # interval while healthy); its first intervals are sampled at the full rate
+    measure(window, args, lambda c: any(r["online"] and not r["watch"] for r in c.reports))
     stop.set()
     for thread in threads:
         thread.join(settings.stall_timeout_seconds + 5)
