@@ -17,10 +17,15 @@ def workers(ctx: ServiceContext) -> list[Worker]:
 
 
 def setup_app(app: FastAPI, ctx: ServiceContext) -> None:
-    return None
+    """/wall and its data (`grafana.wall_enabled`), and the cameras' snapshot capability URLs."""
+    from grafana import wall
+
+    wall.setup_app(app, ctx)
 
 
 def register_cli(app: typer.Typer) -> None:
     from grafana.cli import app as grafana_app
+    from grafana.wall.cli import app as wall_app
 
     app.add_typer(grafana_app, name="grafana")
+    app.add_typer(wall_app, name="wall")

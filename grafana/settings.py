@@ -9,7 +9,23 @@ class GrafanaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     wall_enabled: bool = Field(
-        True, description="serve the command-center wall at /wall (no Grafana needed)"
+        True,
+        description="serve the command-center wall at /wall and its data at /api/v1/wall (no "
+        "Grafana needed); the cameras' snapshot links stay on (Grafana's panels use them)",
+    )
+    wall_refresh_seconds: float = Field(
+        15.0,
+        ge=2,
+        le=300,
+        description="/wall: how often the page reads its data again (a device going down turns "
+        "its kecamatan tile within this, plus the detector's interval)",
+    )
+    wall_title: str = Field(
+        "Kabupaten Bekasi",
+        min_length=1,
+        max_length=60,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="/wall: the name in the page's header, under `DINDING KOMANDO`",
     )
     url: str | None = Field(
         None,

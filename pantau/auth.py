@@ -66,17 +66,27 @@ class CreatedToken(TokenInfo):
     token: str = Field(description="shown this once; store it now")
 
 
-def phone_url(http: HttpSettings) -> str:
-    """Where a phone opens the phone page: `http.public_url`, else the listening address (a LAN
-    address of this machine when Pantau listens on all of them)."""
+def base_url(http: HttpSettings) -> str:
+    """Where browsers reach Pantau: `http.public_url`, else the listening address (a LAN address
+    of this machine when Pantau listens on all of them)."""
     if http.public_url:
-        return http.public_url.rstrip("/") + "/m/"
+        return http.public_url.rstrip("/")
     host = http.host
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - recognising "all addresses", not binding
         host = _lan_address()
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{http.port}/m/"
+    return f"http://{host}:{http.port}"
+
+
+def phone_url(http: HttpSettings) -> str:
+    """Where a phone opens the phone page."""
+    return base_url(http) + "/m/"
+
+
+def wall_url(http: HttpSettings) -> str:
+    """Where the command-center wall's PC opens /wall."""
+    return base_url(http) + "/wall"
 
 
 def signin_link(http: HttpSettings, token: str) -> str:

@@ -140,25 +140,42 @@ def token_create(
         typer.Option(
             "--qr",
             help="also print a sign-in link and its QR code: scanned with a phone, it opens "
-            "the phone page signed in",
+            "the phone page signed in (with --wall: the wall's link)",
+        ),
+    ] = False,
+    wall: Annotated[
+        bool,
+        typer.Option(
+            "--wall",
+            help="print the command-center wall's sign-in link (<address>/wall#token=...): "
+            "opened once on the wall's PC, it keeps the token; needs --role operator",
         ),
     ] = False,
     url: Annotated[
         str | None,
         typer.Option(
             "--url",
-            help="the phone page's address in the link (default: http.public_url, else "
-            "http://<http.host>:<http.port>/m/)",
+            help="Pantau's address in the link (default: http.public_url, else "
+            "http://<http.host>:<http.port>)",
             show_default=False,
         ),
     ] = None,
 ) -> None:
     """Create an API token and print it (shown this once)."""
     from pantau import auth, db
+    from pantau.errors import ConfigError
 
     auth.check_role(role)
+    if wall and role != "operator":
+        raise ConfigError(
+            f"--wall with --role {role}: a wall only reads, and its PC keeps the token in the "
+            "browser; expected --role operator"
+        )
     settings = cliapp.settings()
-    link_base = auth.phone_url(settings.http) if url is None else _phone_page_url(url)
+    if wall:
+        link_base = auth.wall_url(settings.http) if url is None else _page_url(url, "/wall")
+    else:
+        link_base = auth.phone_url(settings.http) if url is None else _page_url(url, "/m/")
 
     async def go() -> auth.CreatedToken:
         async with await db.connect(settings.database, autocommit=True) as conn:
@@ -167,23 +184,33 @@ def token_create(
     created = asyncio.run(go())
     typer.echo(f"token {created.id} ({created.role}) for {created.name}:")
     typer.echo(created.token)
+    link = f"{link_base}#token={created.token}"
+    if wall:
+        typer.echo("")
+        typer.echo(
+            "Sign-in link for the wall (open it once on the wall's PC, in kiosk mode; the page "
+            "keeps the token and takes it out of the address bar):"
+        )
+        typer.echo(link)
     if qr:
         import io
 
         import segno
 
-        link = f"{link_base}#token={created.token}"
-        typer.echo("")
-        typer.echo("Sign-in link for the phone page (scan the code, or open the link):")
-        typer.echo(link)
+        if not wall:
+            typer.echo("")
+            typer.echo("Sign-in link for the phone page (scan the code, or open the link):")
+            typer.echo(link)
         out = io.StringIO()
         segno.make(link, error="m").terminal(out=out, compact=True)
         typer.echo(out.getvalue(), nl=False)
+    if qr or wall:
         host = link_base.split("//", 1)[1].split("/", 1)[0]
         if host.startswith(("127.", "localhost", "[::1]")):
             typer.echo(
-                f"note: {host} is this machine's own address; a phone needs the address it "
-                "reaches Pantau at: set http.public_url or pass --url",
+                f"note: {host} is this machine's own address; "
+                + ("another PC" if wall else "a phone")
+                + " needs the address it reaches Pantau at: set http.public_url or pass --url",
                 err=True,
             )
     typer.echo(
@@ -192,16 +219,21 @@ def token_create(
     )
 
 
-def _phone_page_url(url: str) -> str:
+def _page_url(url: str, path: str) -> str:
+    """`--url` as given (Pantau's address, or the page's own), ending in the page's path."""
     from pantau.errors import ConfigError
 
+    page = "the wall's" if path == "/wall" else "the phone page's"
     if not url.startswith(("http://", "https://")) or "#" in url or " " in url:
         raise ConfigError(
-            f"--url {url!r}: expected the phone page's address, e.g. http://192.168.1.20:8080/m/"
+            f"--url {url!r}: expected {page} address, e.g. http://192.168.1.20:8080{path}"
         )
-    if url.endswith("/m/"):
+    bare = path.rstrip("/")
+    if url.endswith(path):
         return url
-    return url + "/" if url.endswith("/m") else url.rstrip("/") + "/m/"
+    if url.rstrip("/").endswith(bare):
+        return url.rstrip("/") + path[len(bare) :]
+    return url.rstrip("/") + path
 
 
 @token_app.command("list")
@@ -267,6 +299,7 @@ def dev() -> None:
     with stack:
         effective = stack.apply(settings)
         token = asyncio.run(stack.dev_token(effective))
+        wall_token = asyncio.run(stack.wall_token(effective)) if token else None
         if effective.http.port and not port_is_free(effective.http.port, effective.http.host):
             port = free_port(effective.http.host)
             typer.echo(f"HTTP port {effective.http.port} is taken; using {port} instead")
@@ -320,6 +353,10 @@ def dev() -> None:
                 "",
                 f"Pantau {__version__} is running (embedded stack in {stack.var_dir})",
                 f"  Phone page   {url}/m/",
+                f"  Wall         {url}/wall#token={wall_token}  (operator; open it once on the "
+                "wall's PC)"
+                if wall_token
+                else "  Wall         none yet: the database was down; start again once it is up",
                 f"  API token    {token}  (admin; kept in {stack.var_dir / 'secrets'})"
                 if token
                 else "  API token    none yet: the database was down; start again once it is up",

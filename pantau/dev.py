@@ -298,28 +298,35 @@ class DevStack:
         """An admin token for trying the API and the phone page, made once and kept in
         var/secrets while it stays valid (it is printed on the terminal: a dev stack only).
         None when the database cannot be reached now: Pantau starts anyway and migrates later."""
+        return await self._kept_token(settings, "admin", "api-admin-token", "make run (pantau dev)")
+
+    async def wall_token(self, settings: Settings) -> str | None:
+        """An operator token for the wall's sign-in link, kept in var/secrets like the admin's."""
+        return await self._kept_token(settings, "operator", "api-wall-token", "Dinding (make run)")
+
+    async def _kept_token(
+        self, settings: Settings, role: str, file_name: str, name: str
+    ) -> str | None:
         from pantau.errors import DatabaseUnavailable
 
         try:
-            return await self._dev_token(settings)
+            return await self._token(settings, role, self.var_dir / "secrets" / file_name, name)
         except DatabaseUnavailable as exc:
-            log.warning("no API token made: %s", exc)
+            log.warning("no %s token made: %s", role, exc)
             return None
 
-    async def _dev_token(self, settings: Settings) -> str:
+    async def _token(self, settings: Settings, role: str, path: Path, name: str) -> str:
         from pantau import auth, db, migrate
 
-        path = self.var_dir / "secrets" / "api-admin-token"
         async with await db.connect(settings.database, autocommit=True) as conn:
             await migrate.migrate(conn, settings.storage.backend)
-            if path.is_file():
-                token = path.read_text().strip()
-                if await auth.authenticate(conn, token) is not None:
+            token = _read_secret(path)
+            if token:
+                found = await auth.authenticate(conn, token)
+                if found is not None and found.role == role:
                     return token
-            created = await auth.create_token(conn, "make run (pantau dev)", "admin", "pantau dev")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(created.token + "\n")
+            created = await auth.create_token(conn, name, role, "pantau dev")
+        _write_secret(path, created.token)
         return created.token
 
     async def register_simulated(
@@ -486,6 +493,16 @@ class DevStack:
             mqtt=_reuse_or_free(previous.get("mqtt"), None),
             cameras=_reuse_or_free(previous.get("cameras"), None),
         )
+
+
+def _read_secret(path: Path) -> str | None:
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
 
 
 def _reuse_or_free(port: object, data_dir: Path | None) -> int:

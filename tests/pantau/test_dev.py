@@ -204,6 +204,8 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
     assert "Pantau stopped; data kept in" in out
     token = (var_dir / "secrets" / "api-admin-token").read_text().strip()
     assert f"API token    {token}" in out
+    wall_token = (var_dir / "secrets" / "api-wall-token").read_text().strip()
+    assert f"Wall         http://127.0.0.1:{port}/wall#token={wall_token}" in out
     left = {pid for pid in pids if alive(pid)}
     assert not left, f"processes left behind: {left}"
     assert len(camera_server) == 1, "no test camera server was running"
@@ -237,6 +239,13 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
             d.device_id for d in simulated[40:]
         }
         assert httpx.get(f"http://127.0.0.1:{port}/m/").status_code == 200
+        # The wall's link signs in as an operator, and the wall reads the stack's devices.
+        wall = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/wall",
+            headers={"Authorization": f"Bearer {wall_token}"},
+        )
+        assert wall.status_code == 200, wall.text
+        assert wall.json()["totals"]["total"] >= 40
         # The test cameras: `camera` devices with a stream each, served by the camera server.
         cameras = build_cameras(EmbeddedSettings().simulate_cameras)
         assert {d["device_id"] for d in listed.json() if d["device_type"] == "camera"} == {
@@ -309,6 +318,7 @@ def test_dev_ready_ctrl_c_clean_and_data_reused(var_dir: Path) -> None:
     # The camera server got its port back: no camera's stream changed.
     assert f"Test cameras: {len(cameras)} registered devices (0 new, 0 updated, 0 retired)" in out
     assert f"API token    {token}" in out  # the same token, still valid
+    assert f"/wall#token={wall_token}  (operator" in out  # and the wall's
 
 
 def test_dev_recovers_after_kill_9(var_dir: Path) -> None:

@@ -114,3 +114,50 @@ def test_create_with_qr_prints_a_sign_in_link_and_its_code(
     # Without --qr the output stays as it was: the token, no link.
     plain = pantau(migrated_db, tmp_path, "token", "create", "--role", "admin", "--name", "Ops")
     assert "#token=" not in plain.stdout
+
+
+def test_create_with_wall_prints_the_walls_sign_in_link(migrated_db: str, tmp_path: Path) -> None:
+    made = pantau(
+        migrated_db,
+        tmp_path,
+        "token",
+        "create",
+        "--role",
+        "operator",
+        "--name",
+        "Dinding",
+        "--wall",
+        PANTAU_HTTP__PUBLIC_URL="https://pantau.bekasikab.example/",
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.splitlines()[1]
+    link = f"https://pantau.bekasikab.example/wall#token={token}"
+    assert link in made.stdout.splitlines()
+    assert "/m/" not in made.stdout
+
+    # With --qr, the wall's link is the code's; --url takes Pantau's address or the wall's.
+    coded = pantau(
+        migrated_db, tmp_path, "token", "create", "--role", "operator", "--name", "Dinding 2",
+        "--wall", "--qr", "--url", "http://10.20.0.9:8080/wall/",
+    )  # fmt: skip
+    assert coded.returncode == 0, coded.stderr
+    link = f"http://10.20.0.9:8080/wall#token={coded.stdout.splitlines()[1]}"
+    assert link in coded.stdout.splitlines()
+    drawn = io.StringIO()
+    segno.make(link, error="m").terminal(out=drawn, compact=True)
+    assert drawn.getvalue() in coded.stdout
+
+    local = pantau(
+        migrated_db, tmp_path, "token", "create", "--role", "operator", "--name", "Dinding 3",
+        "--wall", PANTAU_HTTP__PORT="8099",
+    )  # fmt: skip
+    assert "http://127.0.0.1:8099/wall#token=pt_" in local.stdout
+    assert "another PC needs the address" in local.stderr
+
+    # A wall PC keeps its token in the browser: only an operator's, which only reads.
+    admin = pantau(
+        migrated_db, tmp_path, "token", "create", "--role", "admin", "--name", "X", "--wall"
+    )
+    assert admin.returncode == 2
+    assert "expected --role operator" in admin.stderr
+    assert len(pantau(migrated_db, tmp_path, "token", "list").stdout.splitlines()) == 4
