@@ -1,8 +1,9 @@
 -- The wall's questions, answered once (issue 11): views and functions in the schema `wall`.
 -- Grafana's panels and Pantau's own /wall page both read them, through the read-only role
 -- `pantau_wall`, so the two walls never disagree. Same SQL for both storage flavors (the rollups
--- readings_1m / readings_1h have the same columns on both). Codes (state, cause, severity) come
--- with their words in Bahasa Indonesia; colours are the readers' business.
+-- readings_1m / readings_1h have the same columns on both; 0013_wall.plain.sql adds the indexes
+-- the rollup tables need, which TimescaleDB's continuous aggregates have already). Codes (state,
+-- cause, severity) come with their words in Bahasa Indonesia; colours are the readers' business.
 
 CREATE SCHEMA wall;
 
@@ -352,35 +353,105 @@ LEFT JOIN wall.latest_values p10
     ON p10.device_id = s.device_id AND p10.metric = 'pm10_ugm3'
 WHERE s.device_type = 'air_quality';
 
+-- Sums over the last hour or day read the rollups wherever they are complete, and raw readings
+-- only at the window's edges: raw readings up to the first whole minute, 1 minute rollups up to
+-- the first whole hour, 1 hour rollups up to 2 hours before this hour (TimescaleDB's policy
+-- materializes an hour bucket within 1.5 h; Pantau's plain refresh within a minute), 1 minute
+-- rollups up to 5 minutes ago, raw readings since. The same sum (to rounding) from a few dozen
+-- rows per device: a rain gauge reporting every 10 s has 8,640 readings a day. Buckets are UTC
+-- minutes and hours, as both flavors' rollups are (avg * samples is a bucket's sum). Each part
+-- is read once for every device of the type (set-based: a lateral per device would plan every
+-- daily partition once per device, and its cost estimate alone turns JIT compilation on).
+
 -- Rain gauges: rain over the last hour and the last day (sums, as BMKG judges intensity).
 CREATE VIEW wall.rainfall AS
 SELECT s.device_id, s.name, s.kecamatan, s.kecamatan_name, s.state, s.latitude, s.longitude,
-       r.mm_1h, wall.rain_class_hour(r.mm_1h) AS class_1h,
-       r.mm_24h, wall.rain_class_day(r.mm_24h) AS class_24h,
-       r.last_time AS time
+       coalesce(r.mm_1h, 0) AS mm_1h, wall.rain_class_hour(coalesce(r.mm_1h, 0)) AS class_1h,
+       coalesce(r.mm_24h, 0) AS mm_24h, wall.rain_class_day(coalesce(r.mm_24h, 0)) AS class_24h,
+       (SELECT max(x.time) FROM readings x
+        WHERE x.device_id = s.device_id AND x.metric = 'rain_mm'
+          AND x.time > now() - interval '1 day') AS time
 FROM wall.device_state s
-CROSS JOIN LATERAL (
-    SELECT coalesce(sum(x.value) FILTER (WHERE x.time > now() - interval '1 hour'), 0)
-               AS mm_1h,
-           coalesce(sum(x.value), 0) AS mm_24h,
-           max(x.time) AS last_time
-    FROM readings x
-    WHERE x.device_id = s.device_id AND x.metric = 'rain_mm'
-      AND x.time > now() - interval '1 day'
-) r
+LEFT JOIN (
+    SELECT p.device_id,
+           sum(p.mm) FILTER (WHERE p.in_hour) AS mm_1h,
+           sum(p.mm) FILTER (WHERE p.in_day) AS mm_24h
+    FROM (
+        SELECT now() - interval '1 day' AS day_from,
+               date_bin('1 minute', now() - interval '1 day', '2000-01-01 00:00+00')
+                   + interval '1 minute' AS day_minutes,  -- raw before, 1 minute rollups after
+               date_bin('1 hour', now() - interval '1 day', '2000-01-01 00:00+00')
+                   + interval '1 hour' AS day_hours,  -- 1 hour rollups after
+               date_bin('1 hour', now(), '2000-01-01 00:00+00')
+                   - interval '2 hours' AS hours_end,  -- 1 minute rollups after
+               date_bin('1 minute', now(), '2000-01-01 00:00+00')
+                   - interval '5 minutes' AS minutes_end,  -- raw after
+               now() - interval '1 hour' AS hour_from,
+               date_bin('1 minute', now() - interval '1 hour', '2000-01-01 00:00+00')
+                   + interval '1 minute' AS hour_minutes,
+               ARRAY(SELECT d.device_id FROM devices d WHERE d.device_type = 'rain_gauge')
+                   AS gauges
+    ) b
+    CROSS JOIN LATERAL (
+        SELECT x.device_id, x.value, false, true FROM readings x
+        WHERE x.device_id = ANY (b.gauges) AND x.metric = 'rain_mm'
+          AND x.time > b.day_from AND x.time < b.day_minutes
+        UNION ALL
+        SELECT r.device_id, r.avg * r.samples, false, true FROM readings_1m r
+        WHERE r.metric = 'rain_mm' AND r.bucket >= b.day_minutes AND r.bucket < b.day_hours
+        UNION ALL
+        SELECT r.device_id, r.avg * r.samples, false, true FROM readings_1h r
+        WHERE r.metric = 'rain_mm' AND r.bucket >= b.day_hours AND r.bucket < b.hours_end
+        UNION ALL
+        SELECT r.device_id, r.avg * r.samples, r.bucket >= b.hour_minutes, true
+        FROM readings_1m r
+        WHERE r.metric = 'rain_mm' AND r.bucket >= b.hours_end AND r.bucket < b.minutes_end
+        UNION ALL  -- the last hour's first, partial minute (its bucket counts for the day)
+        SELECT x.device_id, x.value, true, false FROM readings x
+        WHERE x.device_id = ANY (b.gauges) AND x.metric = 'rain_mm'
+          AND x.time > b.hour_from AND x.time < b.hour_minutes
+        UNION ALL
+        SELECT x.device_id, x.value, true, true FROM readings x
+        WHERE x.device_id = ANY (b.gauges) AND x.metric = 'rain_mm'
+          AND x.time >= b.minutes_end AND x.time > b.day_from
+    ) p (device_id, mm, in_hour, in_day)
+    GROUP BY p.device_id
+) r ON r.device_id = s.device_id
 WHERE s.device_type = 'rain_gauge';
 
--- Traffic counters: vehicles counted over the last hour.
+-- Traffic counters: vehicles counted over the last hour (raw, 1 minute rollups, raw, as above).
 CREATE VIEW wall.traffic AS
 SELECT s.device_id, s.name, s.kecamatan, s.kecamatan_name, s.state, s.latitude, s.longitude,
-       r.vehicles_1h, r.last_time AS time
+       coalesce(r.vehicles, 0) AS vehicles_1h,
+       (SELECT max(x.time) FROM readings x
+        WHERE x.device_id = s.device_id AND x.metric = 'vehicles'
+          AND x.time > now() - interval '1 hour') AS time
 FROM wall.device_state s
-CROSS JOIN LATERAL (
-    SELECT coalesce(sum(x.value), 0) AS vehicles_1h, max(x.time) AS last_time
-    FROM readings x
-    WHERE x.device_id = s.device_id AND x.metric = 'vehicles'
-      AND x.time > now() - interval '1 hour'
-) r
+LEFT JOIN (
+    SELECT p.device_id, sum(p.n) AS vehicles
+    FROM (
+        SELECT now() - interval '1 hour' AS hour_from,
+               date_bin('1 minute', now() - interval '1 hour', '2000-01-01 00:00+00')
+                   + interval '1 minute' AS hour_minutes,  -- raw before, 1 minute rollups after
+               date_bin('1 minute', now(), '2000-01-01 00:00+00')
+                   - interval '5 minutes' AS minutes_end,  -- raw after
+               ARRAY(SELECT d.device_id FROM devices d WHERE d.device_type = 'traffic_counter')
+                   AS counters
+    ) b
+    CROSS JOIN LATERAL (
+        SELECT x.device_id, x.value FROM readings x
+        WHERE x.device_id = ANY (b.counters) AND x.metric = 'vehicles'
+          AND x.time > b.hour_from AND x.time < b.hour_minutes
+        UNION ALL
+        SELECT r.device_id, r.avg * r.samples FROM readings_1m r
+        WHERE r.metric = 'vehicles' AND r.bucket >= b.hour_minutes AND r.bucket < b.minutes_end
+        UNION ALL
+        SELECT x.device_id, x.value FROM readings x
+        WHERE x.device_id = ANY (b.counters) AND x.metric = 'vehicles'
+          AND x.time >= b.minutes_end AND x.time > b.hour_from
+    ) p (device_id, n)
+    GROUP BY p.device_id
+) r ON r.device_id = s.device_id
 WHERE s.device_type = 'traffic_counter';
 
 -- Rollups with the device's name and place, for time series panels ($__timeFilter(bucket)).
@@ -466,67 +537,64 @@ LANGUAGE sql STABLE STRICT SECURITY DEFINER AS $$
     WITH period AS (
         SELECT CASE WHEN p_from < least(p_to, now())
                     THEN tstzrange(p_from, least(p_to, now())) ELSE 'empty' END AS span
+    ), down AS (  -- per device, its outages overlapping the period (set-based: one pass)
+        SELECT o.device_id,
+               range_agg(tstzrange(o.started_at, coalesce(o.ended_at, 'infinity'))) AS down,
+               count(*) AS outages
+        FROM outages o, period
+        WHERE o.kind = 'device' AND o.started_at < upper(period.span)
+          AND tstzrange(o.started_at, coalesce(o.ended_at, 'infinity')) && period.span
+        GROUP BY o.device_id
+    ), windows AS (  -- maintenance windows overlapping the period, per device or kecamatan
+        SELECT w.device_id, w.kecamatan,
+               range_agg(tstzrange(w.starts_at, coalesce(w.ends_at, 'infinity'))) AS windows
+        FROM maintenance_windows w, period
+        WHERE w.starts_at < upper(period.span)
+          AND tstzrange(w.starts_at, coalesce(w.ends_at, 'infinity')) && period.span
+        GROUP BY w.device_id, w.kecamatan
     ), dev AS (
         SELECT d.device_id, coalesce(d.name, d.device_id) AS name, d.device_type, d.kecamatan,
                coalesce(d.pillar, t.pillar) AS pillar, d.status,
                coalesce(t.name_id, d.device_type) AS type_name,
                coalesce(k.name, d.kecamatan) AS kecamatan_name,
                coalesce(p.name_id, coalesce(d.pillar, t.pillar)) AS pillar_name,
-               tstzmultirange(tstzrange(d.created_at,
-                                        greatest(d.created_at, coalesce(r.at, 'infinity'))))
-                   * tstzmultirange(period.span) AS lifetime,
-               period.span
+               tstzmultirange(tstzrange(d.created_at, greatest(d.created_at, CASE
+                   WHEN d.status = 'retired' THEN
+                       coalesce((SELECT max(a.at) FROM audit_log a
+                                 WHERE a.entity = 'device' AND a.entity_id = d.device_id
+                                   AND a.after ->> 'status' = 'retired'
+                                   AND a.before ->> 'status' IS DISTINCT FROM 'retired'),
+                                d.updated_at)
+                   ELSE 'infinity' END)))
+                   * tstzmultirange(period.span) AS lifetime
         FROM period
         CROSS JOIN devices d
         LEFT JOIN device_types t ON t.id = d.device_type
         LEFT JOIN kecamatan k ON k.id = d.kecamatan
         LEFT JOIN pillars p ON p.id = coalesce(d.pillar, t.pillar)
-        LEFT JOIN LATERAL (
-            SELECT coalesce((SELECT max(a.at) FROM audit_log a
-                             WHERE a.entity = 'device' AND a.entity_id = d.device_id
-                               AND a.after ->> 'status' = 'retired'
-                               AND a.before ->> 'status' IS DISTINCT FROM 'retired'),
-                            d.updated_at) AS at
-            WHERE d.status = 'retired'
-        ) r ON true
         WHERE d.created_at < upper(period.span)
-    ), judged AS (
+    ), judged AS MATERIALIZED (  -- once per device: its lifetime, expected and down time
         SELECT dev.*,
-               dev.lifetime - coalesce(
-                   (SELECT range_agg(tstzrange(w.starts_at, coalesce(w.ends_at, 'infinity')))
-                    FROM maintenance_windows w
-                    WHERE (w.device_id = dev.device_id OR w.kecamatan = dev.kecamatan)
-                      AND w.starts_at < upper(dev.span)
-                      AND tstzrange(w.starts_at, coalesce(w.ends_at, 'infinity')) && dev.span),
-                   '{}'::tstzmultirange) AS expected,
-               o.down, o.outages
+               dev.lifetime - coalesce(wd.windows, '{}') - coalesce(wk.windows, '{}')
+                   AS expected,
+               coalesce(o.down, '{}') AS down,
+               coalesce(o.outages, 0) AS outages
         FROM dev
-        CROSS JOIN LATERAL (
-            SELECT coalesce(range_agg(tstzrange(o.started_at, coalesce(o.ended_at, 'infinity'))),
-                            '{}'::tstzmultirange) AS down,
-                   count(*) AS outages
-            FROM outages o
-            WHERE o.kind = 'device' AND o.device_id = dev.device_id
-              AND o.started_at < upper(dev.span)
-              AND tstzrange(o.started_at, coalesce(o.ended_at, 'infinity')) && dev.span
-        ) o
+        LEFT JOIN down o ON o.device_id = dev.device_id
+        LEFT JOIN windows wd ON wd.device_id = dev.device_id
+        LEFT JOIN windows wk ON wk.kecamatan = dev.kecamatan
         WHERE NOT isempty(dev.lifetime)
-    ), seconds AS (
-        SELECT j.*,
-               (SELECT coalesce(sum(extract(epoch FROM upper(r) - lower(r))), 0)
-                FROM unnest(j.lifetime) r)::float8 AS registered_seconds,
-               (SELECT coalesce(sum(extract(epoch FROM upper(r) - lower(r))), 0)
-                FROM unnest(j.expected) r)::float8 AS expected_seconds,
-               (SELECT coalesce(sum(extract(epoch FROM upper(r) - lower(r))), 0)
-                FROM unnest(j.expected * j.down) r)::float8 AS down_seconds
-        FROM judged j
     )
-    SELECT s.device_id, s.name, s.device_type, s.type_name, s.kecamatan, s.kecamatan_name,
-           s.pillar, s.pillar_name, s.status, s.outages, s.registered_seconds,
-           s.expected_seconds, s.down_seconds,
-           CASE WHEN s.expected_seconds > 0
-                THEN 1 - s.down_seconds / s.expected_seconds END AS availability
-    FROM seconds s
+    SELECT j.device_id, j.name, j.device_type, j.type_name, j.kecamatan, j.kecamatan_name,
+           j.pillar, j.pillar_name, j.status, j.outages, r.seconds, e.seconds, d.seconds,
+           CASE WHEN e.seconds > 0 THEN 1 - d.seconds / e.seconds END
+    FROM judged j
+    CROSS JOIN LATERAL (SELECT coalesce(sum(extract(epoch FROM upper(x) - lower(x))), 0)::float8
+                        FROM unnest(j.lifetime) x) r (seconds)
+    CROSS JOIN LATERAL (SELECT coalesce(sum(extract(epoch FROM upper(x) - lower(x))), 0)::float8
+                        FROM unnest(j.expected) x) e (seconds)
+    CROSS JOIN LATERAL (SELECT coalesce(sum(extract(epoch FROM upper(x) - lower(x))), 0)::float8
+                        FROM unnest(j.expected * j.down) x) d (seconds)
 $$;
 
 -- The wall's columns of the above.
@@ -592,7 +660,7 @@ END
 $$;
 
 -- The definer's search_path: the schema Pantau's tables were created in (this migration's first
--- one on its search_path), then pg_temp last; and no PUBLIC execute.
+-- one on its search_path), then pg_temp last.
 DO $$
 BEGIN
     EXECUTE format(

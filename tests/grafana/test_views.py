@@ -166,6 +166,9 @@ async def test_values_levels_rain_and_air(migrated_db: str) -> None:
             " 280, 260, 'BBWS')"
         )
 
+        # Sums over an hour or a day read the rollups, as Pantau's storage worker keeps them.
+        await conn.execute("SELECT pantau_refresh_rollups(now() - interval '2 days', now())")
+
         flood = (await _rows(conn, "SELECT * FROM wall.flood_levels"))[0]
         assert flood["level_cm"] == 301.0  # the latest, not the largest
         assert flood["levels"] == [{"name": "Siaga 3", "raise_at": 280, "severity": "info"}]
@@ -195,6 +198,60 @@ async def test_values_levels_rain_and_air(migrated_db: str) -> None:
             "Sangat Tidak Sehat",
             "Berbahaya",
         ]
+
+
+async def test_rain_and_traffic_sums_read_the_rollups_and_equal_the_raw_sums(
+    migrated_db: str,
+) -> None:
+    """A gauge reporting every 10 s for 26 h and a counter every minute for 2 h: the views' sums
+    over the last hour and day equal the raw readings' sums, though they read the rollups for
+    all but the windows' edges (raising the raw readings of the middle hours, after the rollups
+    were refreshed, changes nothing)."""
+    now = datetime.now(UTC)
+    async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
+        await _device(conn, "rg-setu-01", "rain_gauge", "setu")
+        await _device(conn, "tc-setu-01", "traffic_counter", "setu")
+        await conn.execute(
+            "SELECT pantau_ensure_partitions('readings', %s::date, %s::date)",
+            ((now - timedelta(days=2)).date(), (now + timedelta(days=1)).date()),
+        )
+        async with (
+            conn.cursor() as cur,
+            cur.copy("COPY readings (device_id, metric, time, value) FROM STDIN") as copy,
+        ):
+            for i in range(26 * 360):
+                at = now - timedelta(seconds=10 * i + 3)
+                await copy.write_row(("rg-setu-01", "rain_mm", at, 0.01 * (1 + i % 7)))
+            for i in range(120):
+                at = now - timedelta(seconds=60 * i + 17)
+                await copy.write_row(("tc-setu-01", "vehicles", at, float(i % 13)))
+        await conn.execute("SELECT pantau_refresh_rollups(now() - interval '2 days', now())")
+        async with conn.transaction(force_rollback=True):  # one now() for every statement
+            raw = (
+                await _rows(
+                    conn,
+                    "SELECT sum(value) FILTER (WHERE metric = 'rain_mm'"
+                    "                          AND time > now() - interval '1 hour') AS rain_1h,"
+                    " sum(value) FILTER (WHERE metric = 'rain_mm') AS rain_24h,"
+                    " sum(value) FILTER (WHERE metric = 'vehicles'"
+                    "                    AND time > now() - interval '1 hour') AS vehicles_1h"
+                    " FROM readings WHERE time > now() - interval '1 day'",
+                )
+            )[0]
+            # Away from the windows' raw edges (their first minute, the last 5 minutes).
+            await conn.execute(
+                "UPDATE readings SET value = value + 100"
+                " WHERE time BETWEEN now() - interval '20 hours' AND now() - interval '62 minutes'"
+                " OR time BETWEEN now() - interval '58 minutes' AND now() - interval '7 minutes'"
+            )
+            rain = (await _rows(conn, "SELECT * FROM wall.rainfall"))[0]
+            traffic = (await _rows(conn, "SELECT * FROM wall.traffic"))[0]
+        assert rain["mm_1h"] == pytest.approx(raw["rain_1h"])
+        assert rain["mm_24h"] == pytest.approx(raw["rain_24h"])
+        assert traffic["vehicles_1h"] == pytest.approx(raw["vehicles_1h"])
+        assert rain["mm_24h"] > rain["mm_1h"] > 0
+        assert rain["time"] == (now - timedelta(seconds=3))
+        assert traffic["time"] == (now - timedelta(seconds=17))
 
 
 # -- availability: the evaluation report's definition, read by the wall -------------------------
