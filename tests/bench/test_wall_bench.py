@@ -1,0 +1,241 @@
+"""The wall on real volumes (issue 11, point 4): 2,000 devices reporting every 5 minutes for 30
+days (19.4 million readings, binary COPY), their 1 minute and 1 hour rollups, liveness, cameras
+and a month of outages, value alarms and maintenance windows (tests/bench/wall_data.py), in a
+throwaway PostgreSQL (plain flavor). Every wall view and function, in the forms the wall page and
+Grafana's panels read them, is timed as the read-only role pantau_wall, warm: the median and the
+worst of several runs, against a target of 200 ms each. `make bench` runs it; `make test` skips
+it. The data set is built once per run (module fixture), in about 3 minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from pantau import migrate
+from tests.bench import wall_data
+from tests.fixtures.servers import PostgresCluster, throwaway_postgres
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
+
+TARGET_MS = 200.0
+WARM = 2  # runs before the timed ones (caches, catalog)
+RUNS = 7
+# A production-like server on this machine: shared_buffers a quarter of what one engineer may
+# take here; durability off for the load only (fsync does not change a warm read's time).
+SERVER = (
+    "-c shared_buffers=1GB",
+    "-c max_wal_size=8GB",
+    "-c fsync=off",
+    "-c full_page_writes=off",
+    "-c synchronous_commit=off",
+)
+
+
+@dataclass
+class Bench:
+    cluster: PostgresCluster
+    dsn: str
+    data: wall_data.DataSet
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[Bench]:
+    print(f"\nload average before the load: {_load()}", flush=True)
+    with throwaway_postgres(SERVER) as cluster:
+        dsn = cluster.dsn()
+
+        async def setup() -> None:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                await migrate.migrate(conn, "plain")
+
+        asyncio.run(setup())
+        began = time.perf_counter()
+        data = wall_data.build(datetime.now(UTC))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            wall_data.load(conn, data)
+            data.seconds["load, in all"] = time.perf_counter() - began
+            data.rows["readings (top-up)"] = wall_data.top_up(conn, data, datetime.now(UTC))
+            conn.execute("ANALYZE")
+        yield Bench(cluster, dsn, data)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# What the wall page and the dashboards ask: every view whole (a wall shows them whole), and
+# the filtered forms; series only ever filtered on bucket ($__timeFilter), as Grafana does.
+QUERIES: dict[str, str] = {
+    "device_state": "SELECT * FROM wall.device_state",
+    "device_state, one kecamatan": (
+        "SELECT * FROM wall.device_state WHERE kecamatan = 'cikarang-utara'"
+    ),
+    "status_totals": "SELECT * FROM wall.status_totals",
+    "status_by_pillar": "SELECT * FROM wall.status_by_pillar ORDER BY sort",
+    "status_by_type": "SELECT * FROM wall.status_by_type",
+    "status_by_kecamatan": "SELECT * FROM wall.status_by_kecamatan",
+    "current_outages": "SELECT * FROM wall.current_outages ORDER BY sort",
+    "current_outages, not grouped, top 20": (
+        "SELECT * FROM wall.current_outages WHERE parent_id IS NULL ORDER BY sort LIMIT 20"
+    ),
+    "active_alarms": "SELECT * FROM wall.active_alarms ORDER BY sort",
+    "device_levels": "SELECT * FROM wall.device_levels",
+    "latest_values": "SELECT * FROM wall.latest_values",
+    "latest_values, one type (water_level)": (
+        "SELECT * FROM wall.latest_values WHERE device_type = 'water_level'"
+    ),
+    "latest_values, one kecamatan": "SELECT * FROM wall.latest_values WHERE kecamatan = 'setu'",
+    "latest_values, one device": (
+        "SELECT * FROM wall.latest_values WHERE device_id = (SELECT min(device_id) FROM"
+        " wall.device_state WHERE device_type = 'weather')"
+    ),
+    "flood_levels": "SELECT * FROM wall.flood_levels",
+    "air_quality": "SELECT * FROM wall.air_quality",
+    "rainfall": "SELECT * FROM wall.rainfall",
+    "traffic": "SELECT * FROM wall.traffic",
+    "camera_tiles": "SELECT * FROM wall.camera_tiles",
+    "pipeline": "SELECT * FROM wall.pipeline",
+    "series_1h, water level, 24 h": (
+        "SELECT bucket, device_id, name, avg, max FROM wall.series_1h"
+        " WHERE metric = 'water_level_cm' AND bucket >= now() - interval '24 hours'"
+        " AND bucket <= now() ORDER BY bucket"
+    ),
+    "series_1h, water level, 7 d": (
+        "SELECT bucket, device_id, name, avg, max FROM wall.series_1h"
+        " WHERE metric = 'water_level_cm' AND bucket >= now() - interval '7 days'"
+        " AND bucket <= now() ORDER BY bucket"
+    ),
+    "series_1h, PM2.5 per kecamatan, 7 d": (
+        "SELECT bucket AS time, kecamatan, avg(avg) AS pm25 FROM wall.series_1h"
+        " WHERE metric = 'pm25_ugm3' AND bucket >= now() - interval '7 days'"
+        " AND bucket <= now() GROUP BY 1, 2 ORDER BY 1"
+    ),
+    "series_1h, rain per hour, one kecamatan, 7 d": (
+        "SELECT bucket AS time, device_id, avg * samples AS mm FROM wall.series_1h"
+        " WHERE metric = 'rain_mm' AND kecamatan = 'setu'"
+        " AND bucket >= now() - interval '7 days' AND bucket <= now() ORDER BY 1"
+    ),
+    "series_1h, one device, 30 d": (
+        "SELECT bucket, avg, min, max FROM wall.series_1h WHERE device_id = (SELECT"
+        " min(device_id) FROM wall.device_state WHERE device_type = 'water_level')"
+        " AND metric = 'water_level_cm' AND bucket >= now() - interval '30 days' ORDER BY 1"
+    ),
+    "series_1m, water level, 6 h": (
+        "SELECT bucket, device_id, name, avg FROM wall.series_1m"
+        " WHERE metric = 'water_level_cm' AND bucket >= now() - interval '6 hours'"
+        " AND bucket <= now() ORDER BY bucket"
+    ),
+    "series_1m, PM2.5, 6 h": (
+        "SELECT bucket, device_id, name, avg FROM wall.series_1m"
+        " WHERE metric = 'pm25_ugm3' AND bucket >= now() - interval '6 hours'"
+        " AND bucket <= now() ORDER BY bucket"
+    ),
+    "series_1m, one device, 6 h": (
+        "SELECT bucket, avg FROM wall.series_1m WHERE device_id = (SELECT min(device_id)"
+        " FROM wall.device_state WHERE device_type = 'air_quality') AND metric = 'pm25_ugm3'"
+        " AND bucket >= now() - interval '6 hours' ORDER BY 1"
+    ),
+    "device_availability, 30 d": (
+        "SELECT * FROM wall.device_availability(now() - interval '30 days', now())"
+    ),
+    "availability by pillar, 30 d": (
+        "SELECT * FROM wall.availability(now() - interval '30 days', now(), 'pillar')"
+    ),
+    "availability by kecamatan, 30 d": (
+        "SELECT * FROM wall.availability(now() - interval '30 days', now(), 'kecamatan')"
+    ),
+    "availability by type, 30 d": (
+        "SELECT * FROM wall.availability(now() - interval '30 days', now(), 'type')"
+    ),
+    "availability, all, 30 d": (
+        "SELECT * FROM wall.availability(now() - interval '30 days', now(), 'all')"
+    ),
+}
+
+
+@dataclass
+class Timing:
+    name: str
+    rows: int
+    median_ms: float
+    worst_ms: float
+
+
+def time_query(conn: psycopg.Connection[Any], name: str, query: str) -> Timing:
+    """Warm runs, then RUNS timed ones: execute and fetch every row, as a client does."""
+    times = []
+    rows = 0
+    for n in range(WARM + RUNS):
+        began = time.perf_counter()
+        rows = len(conn.execute(query).fetchall())  # type: ignore[arg-type]
+        if n >= WARM:
+            times.append((time.perf_counter() - began) * 1000)
+    return Timing(name, rows, statistics.median(times), max(times))
+
+
+def explain(conn: psycopg.Connection[Any], query: str) -> str:
+    plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {query}").fetchall()  # type: ignore[arg-type]
+    return "\n".join(row[0] for row in plan)
+
+
+def wall_connection(dsn: str) -> psycopg.Connection[Any]:
+    """A connection as the wall's role (Grafana's data source logs in as a member of it); no
+    server-side prepared statements, as Grafana sends its queries."""
+    conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
+    conn.execute("SET ROLE pantau_wall")
+    return conn
+
+
+def report(title: str, timings: list[Timing]) -> None:
+    print(f"\n{title} (load average now: {_load()})")
+    print("| query | rows | median ms | worst ms |\n|---|---:|---:|---:|")
+    for t in timings:
+        flag = "" if t.median_ms < TARGET_MS else " **over 200 ms**"
+        print(f"| {t.name} | {t.rows} | {t.median_ms:.1f}{flag} | {t.worst_ms:.1f} |")
+
+
+def sizes(conn: psycopg.Connection[Any]) -> None:
+    """The data set's rows and bytes (tables with their indexes and partitions)."""
+    print("\n| table | rows | bytes (with indexes) |\n|---|---:|---:|")
+    for table in (
+        "readings", "readings_1m", "readings_1h", "camera_health", "camera_snapshots",
+        "devices", "outages", "maintenance_windows", "alert_outbox", "audit_log",
+    ):  # fmt: skip
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM " + table + "),"  # noqa: S608 - our names
+            " coalesce((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(%s)"
+            "           WHERE isleaf), pg_total_relation_size(%s))",
+            (table, table),
+        ).fetchone()
+        assert row is not None
+        print(f"| {table} | {row[0]:,} | {int(row[1]) / 2**20:,.0f} MiB |")
+    total = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    assert total is not None
+    print(f"| (the database) | | {int(total[0]) / 2**20:,.0f} MiB |")
+
+
+def test_every_wall_view_on_30_days_of_2000_devices(bench: Bench) -> None:
+    data = bench.data
+    print("\nload steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in data.seconds.items()))
+    print("generated rows: " + ", ".join(f"{k} {v:,}" for k, v in data.rows.items()))
+    with psycopg.connect(bench.dsn, autocommit=True) as admin:
+        sizes(admin)
+    timings = []
+    with wall_connection(bench.dsn) as conn:
+        for name, query in QUERIES.items():
+            timings.append(time_query(conn, name, query))
+        report("The wall's views, as pantau_wall, warm", timings)
+        slow = [t for t in timings if t.median_ms >= TARGET_MS]
+        for t in slow:
+            print(f"\n-- {t.name}\n{explain(conn, QUERIES[t.name])}")
+    assert all(t.rows > 0 for t in timings), [t.name for t in timings if t.rows == 0]
+    assert not slow, [f"{t.name}: {t.median_ms:.0f} ms" for t in slow]
