@@ -20,9 +20,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from grafana.macros import VariableValue
+from grafana.panels import PanelQuery, panel_queries
 from pantau import migrate
-from tests.bench import wall_data
-from tests.fixtures.servers import PostgresCluster, throwaway_postgres
+from pantau.embedded import PostgresCluster
+from tests.bench import wall_data, wall_load
+from tests.fixtures.servers import throwaway_postgres
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 
@@ -61,9 +64,9 @@ def bench() -> Iterator[Bench]:
         began = time.perf_counter()
         data = wall_data.build(datetime.now(UTC))
         with psycopg.connect(dsn, autocommit=True) as conn:
-            wall_data.load(conn, data)
+            wall_load.load(conn, data)
             data.seconds["load, in all"] = time.perf_counter() - began
-            data.rows["readings (top-up)"] = wall_data.top_up(conn, data, datetime.now(UTC))
+            data.rows["readings (top-up)"] = wall_load.top_up(conn, data, datetime.now(UTC))
             conn.execute("ANALYZE")
         yield Bench(cluster, dsn, data)
 
@@ -176,14 +179,14 @@ def time_query(conn: psycopg.Connection[Any], name: str, query: str) -> Timing:
     rows = 0
     for n in range(WARM + RUNS):
         began = time.perf_counter()
-        rows = len(conn.execute(query).fetchall())  # type: ignore[arg-type]
+        rows = len(conn.execute(query).fetchall())
         if n >= WARM:
             times.append((time.perf_counter() - began) * 1000)
     return Timing(name, rows, statistics.median(times), max(times))
 
 
 def explain(conn: psycopg.Connection[Any], query: str) -> str:
-    plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {query}").fetchall()  # type: ignore[arg-type]
+    plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {query}").fetchall()
     return "\n".join(row[0] for row in plan)
 
 
@@ -237,5 +240,42 @@ def test_every_wall_view_on_30_days_of_2000_devices(bench: Bench) -> None:
         slow = [t for t in timings if t.median_ms >= TARGET_MS]
         for t in slow:
             print(f"\n-- {t.name}\n{explain(conn, QUERIES[t.name])}")
+    assert all(t.rows > 0 for t in timings), [t.name for t in timings if t.rows == 0]
+    assert not slow, [f"{t.name}: {t.median_ms:.0f} ms" for t in slow]
+
+
+# The Kecamatan dashboard is asked for a busy kecamatan (the most devices), all its types.
+KECAMATAN = "cikarang-utara"
+PANTAU_URL = "http://pantau.test:8080"
+
+
+def panel_variables(conn: psycopg.Connection[Any]) -> dict[str, VariableValue]:
+    """The dashboards' variables as Grafana sets them: a kecamatan, "All" of the types its
+    `tipe` variable offers there (its own query), Pantau's address."""
+    variables: dict[str, VariableValue] = {"kecamatan": KECAMATAN, "pantau_url": PANTAU_URL}
+    tipe = next(q for q in panel_queries() if q.panel_type == "variable" and q.ref_id == "tipe")
+    rows = conn.execute(tipe.expand(variables)).fetchall()
+    variables["tipe"] = [r[0] for r in rows]
+    return variables
+
+
+def _panel_name(q: PanelQuery) -> str:
+    return f"{q.dashboard_uid.removeprefix('pantau-')}: {q.panel_title} ({q.time_from})"
+
+
+def test_every_panel_query_over_its_default_range(bench: Bench) -> None:
+    """Every PostgreSQL query of every dashboard (grafana.panels.panel_queries()), with
+    Grafana's macros and variables expanded for its default range at the time of the run."""
+    queries = [q for q in panel_queries() if q.datasource == "postgres"]
+    timings = []
+    with wall_connection(bench.dsn) as conn:
+        variables = panel_variables(conn)
+        expanded = {_panel_name(q): q.expand(variables) for q in queries}
+        for name, query in expanded.items():
+            timings.append(time_query(conn, name, query))
+        report("Every dashboard's PostgreSQL queries, as pantau_wall, warm", timings)
+        slow = [t for t in timings if t.median_ms >= TARGET_MS]
+        for t in slow:
+            print(f"\n-- {t.name}\n{explain(conn, expanded[t.name])}")
     assert all(t.rows > 0 for t in timings), [t.name for t in timings if t.rows == 0]
     assert not slow, [f"{t.name}: {t.median_ms:.0f} ms" for t in slow]
