@@ -6,6 +6,7 @@ and nothing, alike, for a wrong key or no camera."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -296,3 +297,25 @@ async def test_snapshots_at_capability_urls(api: Api, tmp_path: Path) -> None:
         assert (await anonymous.get(paths["cam-setu-01"])).status_code == 404
         assert (await anonymous.get(row[0])).status_code == 200
         assert (await anonymous.get(paths["cam-setu-02"])).status_code == 404  # retired
+
+
+async def test_the_page_is_self_contained_and_versioned(api: Api) -> None:
+    async with api.client(None) as anonymous:
+        page = await anonymous.get("/wall")
+        slash = await anonymous.get("/wall/")
+        version = re.search(r'name="wall-version" content="([0-9a-f]{12})"', page.text)
+        assert version is not None
+        script = await anonymous.get(f"/wall/wall.js?v={version[1]}")
+        style = await anonymous.get(f"/wall/wall.css?v={version[1]}")
+    async with api.client("operator") as operator:
+        data_version = (await operator.get("/api/v1/wall")).json()["version"]
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert (slash.status_code, slash.headers["location"]) == (307, "../wall")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert style.headers["content-type"].startswith("text/css")
+    assert data_version == version[1]  # the page a wall has is the one the data speaks of
+    for text in (page.text, script.text, style.text):
+        assert "http://" not in text
+        assert "https://" not in text  # no CDN, no fonts, nothing from outside

@@ -479,7 +479,7 @@ function renderPipeline(p, generatedAt) {
     numberStat(number.format(p.readings_5m), "Bacaan 5 m", p.readings_5m === 0),
     numberStat(number.format(p.devices_reporting_5m), "Melapor 5 m", false),
     numberStat(number.format(p.quarantined_2h), "Karantina 2 j", p.quarantined_2h > 0),
-    numberStat(number.format(p.alerts_pending), "Alert antre", p.alerts_pending > 0),
+    numberStat(number.format(p.alerts_pending), "Notif. antre", p.alerts_pending > 0),
     wordStat(proc.mqtt_connected, "Broker MQTT"),
   ];
   $("pipeline-grid").replaceChildren(...stats);
