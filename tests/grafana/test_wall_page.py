@@ -396,6 +396,14 @@ async def test_the_wall_signs_in_from_its_link_and_shows_the_regency(
     numbers = [s for s in sizes if s["number"] and s["size"] < 48]
     assert not numbers, numbers
 
+    # Nothing cut off where a word matters: the tiles' names and states, the pipeline's labels.
+    cut = await page.evaluate(
+        "[...document.querySelectorAll('.tile .name, .tile .word, #pipeline-grid .label,"
+        " .total .word')].filter(e => e.scrollWidth > e.clientWidth + 1)"
+        ".map(e => [e.textContent, e.scrollWidth, e.clientWidth, e.className])"
+    )
+    assert cut == [], cut
+
     # Bahasa Indonesia: none of the API's English words on the screen.
     shown = await page.locator("#stage").inner_text()
     english = [w for w in ENGLISH if re.search(rf"\b{w}\b", shown, re.IGNORECASE)]
