@@ -15,16 +15,24 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import cv2
+import httpx
+import numpy as np
 import psycopg
 import pytest
+from playwright.async_api import async_playwright
 
 from grafana.macros import VariableValue
 from grafana.panels import PanelQuery, panel_queries
-from pantau import migrate
-from pantau.embedded import PostgresCluster
+from pantau import auth, migrate
+from pantau.embedded import MosquittoBroker, PostgresCluster
+from streams.snapshots import LATEST
 from tests.bench import wall_data, wall_load
+from tests.devices.test_phone_page import ARGS, CHROMIUM
+from tests.fixtures.pantau_proc import PantauProcess
 from tests.fixtures.servers import throwaway_postgres
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
@@ -291,3 +299,135 @@ def test_every_panel_query_over_its_default_range(bench: Bench) -> None:
             print(f"\n-- {t.name}\n{explain(conn, expanded[t.name])}")
     assert all(t.rows > 0 for t in timings), [t.name for t in timings if t.rows == 0]
     assert not slow, [f"{t.name}: {t.median_ms:.0f} ms" for t in slow]
+
+
+# -- the /wall page ------------------------------------------------------------------------------
+
+PAGE_RUNS = 7
+# The time from navigation start until the page has drawn the wall's data, and until every
+# picture on it has loaded (a camera's snapshot or, for a camera down, its placeholder).
+DRAWN = "Number(document.body.dataset.renders || 0) > 0"
+PICTURES = """
+async () => {
+  await Promise.all([...document.images].map(i => i.complete ? null : new Promise(done => {
+    i.addEventListener('load', done);
+    i.addEventListener('error', done);
+  })));
+  const api = performance.getEntriesByType('resource').find(e => e.name.includes('api/v1/wall'));
+  return {loaded: performance.now(), images: document.images.length,
+          api: api ? api.duration : null};
+}
+"""
+
+
+def _snapshots(conn: psycopg.Connection[Any], directory: Path) -> int:
+    """Each camera's latest picture on disk, as the probes leave it (a 960 px JPEG)."""
+    image = np.zeros((540, 960, 3), dtype=np.uint8)
+    image[:] = np.linspace(40, 200, 960, dtype=np.uint8)[None, :, None]
+    image += np.random.default_rng(3).integers(0, 40, image.shape, dtype=np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    assert ok
+    cameras = [r[0] for r in conn.execute("SELECT DISTINCT device_id FROM camera_snapshots")]
+    for device_id in cameras:
+        (directory / device_id).mkdir(parents=True)
+        (directory / device_id / LATEST).write_bytes(jpeg.tobytes())
+    return len(cameras)
+
+
+@pytest.fixture
+def pantau(
+    bench: Bench, mosquitto: MosquittoBroker, tmp_path: Path
+) -> Iterator[tuple[PantauProcess, str]]:
+    """A real `pantau run` on the benchmark's database (its detector, storage and alarm
+    workers run as in production; the camera probes do not: the benchmark's cameras are
+    addresses nobody answers at), and an operator token for the wall."""
+    snapshots = tmp_path / "snapshots"
+    with psycopg.connect(bench.dsn, autocommit=True) as conn:
+        print(f"\ncamera pictures written: {_snapshots(conn, snapshots)}")
+    process = PantauProcess(
+        {
+            "PANTAU_DATABASE__URL": bench.dsn,
+            "PANTAU_MQTT__HOST": "127.0.0.1",
+            "PANTAU_MQTT__PORT": str(mosquitto.port),
+            "PANTAU_INGEST__SPOOL_DIR": str(tmp_path / "spool"),
+            "PANTAU_STREAMS__ENABLED": "false",
+            "PANTAU_STREAMS__SNAPSHOT_DIR": str(snapshots),
+        },
+        tmp_path,
+    )
+    process.start()
+    try:
+        process.wait_ready(timeout=60)
+
+        async def token() -> str:
+            async with await psycopg.AsyncConnection.connect(bench.dsn, autocommit=True) as conn:
+                return (await auth.create_token(conn, "Dinding bench", "operator", "bench")).token
+
+        yield process, asyncio.run(token())
+    finally:
+        process.stop()
+        print(f"pantau log: {process.log}")
+
+
+async def _load_pages(url: str, token: str) -> list[dict[str, float]]:
+    """WARM + PAGE_RUNS loads of /wall, each in a fresh 1920x1080 browser context (no cache, no
+    stored token: the operator link signs in); the timed ones' figures, in ms."""
+    loads = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            for n in range(WARM + PAGE_RUNS):
+                context = await browser.new_context(
+                    viewport={"width": 1920, "height": 1080},
+                    locale="id-ID",
+                    timezone_id="Asia/Jakarta",
+                )
+                page = await context.new_page()
+                await page.goto(f"{url}/wall#token={token}")
+                await page.wait_for_function(DRAWN, timeout=60_000)
+                drawn = await page.evaluate("performance.now()")
+                done = await page.evaluate(PICTURES)
+                if n >= WARM:
+                    loads.append({"drawn": drawn, **done})
+                await context.close()
+        finally:
+            await browser.close()
+    return loads
+
+
+def test_the_wall_page_loads_in_chromium(pantau: tuple[PantauProcess, str]) -> None:
+    """/wall's full load in headless Chromium against a real Pantau on the benchmark's data:
+    the page, its script, GET /api/v1/wall (every wall.* read, one snapshot), the drawing and
+    every camera picture; and GET /api/v1/wall alone, from a client on the same machine."""
+    process, token = pantau
+    url = f"http://127.0.0.1:{process.port}"
+    api = []
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+        for n in range(WARM + RUNS):
+            began = time.perf_counter()
+            answer = http.get("/api/v1/wall", params={"limit": 50})
+            assert answer.status_code == 200, answer.text
+            if n >= WARM:
+                api.append((time.perf_counter() - began) * 1000)
+    body = answer.json()
+    loads = asyncio.run(_load_pages(url, token))
+    drawn = [x["drawn"] for x in loads]
+    full = [x["loaded"] for x in loads]
+    in_page = [x["api"] for x in loads if x["api"] is not None]
+    print(f"\nThe /wall page, 1920x1080, headless Chromium (load average now: {_load()})")
+    print("| measure | median ms | worst ms |\n|---|---:|---:|")
+    for name, values in (
+        ("GET /api/v1/wall (httpx, same machine)", api),
+        ("GET /api/v1/wall inside the page", in_page),
+        ("navigation to the data drawn", drawn),
+        ("navigation to every picture loaded (full load)", full),
+    ):
+        print(f"| {name} | {statistics.median(values):.0f} | {max(values):.0f} |")
+    print(
+        f"({len(body['kecamatan'])} kecamatan tiles, {len(body['outages']['items'])} outages,"
+        f" {len(body['flood']['items'])} flood gauges, {len(body['cameras']['items'])} camera"
+        f" tiles, {int(loads[-1]['images'])} pictures)"
+    )
+    assert len(body["kecamatan"]) == 23
+    assert statistics.median(api) < 1000

@@ -131,11 +131,12 @@ def _registry(conn: psycopg.Connection[Any], data: DataSet) -> None:
                         )
                     )
         cameras = [d for d in data.devices if d.device_type == "camera"]
-        with cur.copy("COPY cameras (device_id, rtsp_url, enabled) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY cameras (device_id, rtsp_url, enabled, probe_interval_seconds) FROM STDIN"
+        ) as copy:
             for n, d in enumerate(cameras):
-                copy.write_row(
-                    (d.device_id, f"rtsp://10.20.{n // 250}.{n % 250 + 1}:554/s1", n % 30 != 0)
-                )
+                url = f"rtsp://10.20.{n // 250}.{n % 250 + 1}:554/s1"
+                copy.write_row((d.device_id, url, n % 30 != 0, SLOT))
         # 30 river gauges with their own Siaga levels.
         gauges = [d for d in data.devices if d.device_type == "water_level"][:30]
         with cur.copy(
