@@ -353,8 +353,8 @@ LEFT JOIN wall.latest_values p10
     ON p10.device_id = s.device_id AND p10.metric = 'pm10_ugm3'
 WHERE s.device_type = 'air_quality';
 
--- Sums over the last hour or day read the rollups wherever they are complete, and raw readings
--- only at the window's edges: raw readings up to the first whole minute, 1 minute rollups up to
+-- Rain sums over the last hour and day read the rollups wherever they are complete, and raw
+-- readings only at the window's edges: raw readings up to the first whole minute, 1 minute rollups up to
 -- the first whole hour, 1 hour rollups up to 2 hours before this hour (TimescaleDB's policy
 -- materializes an hour bucket within 1.5 h; Pantau's plain refresh within a minute), 1 minute
 -- rollups up to 5 minutes ago, raw readings since. The same sum (to rounding) from a few dozen
@@ -419,39 +419,19 @@ LEFT JOIN (
 ) r ON r.device_id = s.device_id
 WHERE s.device_type = 'rain_gauge';
 
--- Traffic counters: vehicles counted over the last hour (raw, 1 minute rollups, raw, as above).
+-- Traffic counters: vehicles counted over the last hour. Raw readings, per counter: a counter
+-- reports every minute to every 5 minutes, at most 60 readings an hour (through the rollups, as
+-- rainfall does, was slower at these rates: 27 against 12 ms for 300 counters).
 CREATE VIEW wall.traffic AS
 SELECT s.device_id, s.name, s.kecamatan, s.kecamatan_name, s.state, s.latitude, s.longitude,
-       coalesce(r.vehicles, 0) AS vehicles_1h,
-       (SELECT max(x.time) FROM readings x
-        WHERE x.device_id = s.device_id AND x.metric = 'vehicles'
-          AND x.time > now() - interval '1 hour') AS time
+       r.vehicles_1h, r.last_time AS time
 FROM wall.device_state s
-LEFT JOIN (
-    SELECT p.device_id, sum(p.n) AS vehicles
-    FROM (
-        SELECT now() - interval '1 hour' AS hour_from,
-               date_bin('1 minute', now() - interval '1 hour', '2000-01-01 00:00+00')
-                   + interval '1 minute' AS hour_minutes,  -- raw before, 1 minute rollups after
-               date_bin('1 minute', now(), '2000-01-01 00:00+00')
-                   - interval '5 minutes' AS minutes_end,  -- raw after
-               ARRAY(SELECT d.device_id FROM devices d WHERE d.device_type = 'traffic_counter')
-                   AS counters
-    ) b
-    CROSS JOIN LATERAL (
-        SELECT x.device_id, x.value FROM readings x
-        WHERE x.device_id = ANY (b.counters) AND x.metric = 'vehicles'
-          AND x.time > b.hour_from AND x.time < b.hour_minutes
-        UNION ALL
-        SELECT r.device_id, r.avg * r.samples FROM readings_1m r
-        WHERE r.metric = 'vehicles' AND r.bucket >= b.hour_minutes AND r.bucket < b.minutes_end
-        UNION ALL
-        SELECT x.device_id, x.value FROM readings x
-        WHERE x.device_id = ANY (b.counters) AND x.metric = 'vehicles'
-          AND x.time >= b.minutes_end AND x.time > b.hour_from
-    ) p (device_id, n)
-    GROUP BY p.device_id
-) r ON r.device_id = s.device_id
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(x.value), 0) AS vehicles_1h, max(x.time) AS last_time
+    FROM readings x
+    WHERE x.device_id = s.device_id AND x.metric = 'vehicles'
+      AND x.time > now() - interval '1 hour'
+) r
 WHERE s.device_type = 'traffic_counter';
 
 -- Rollups with the device's name and place, for time series panels ($__timeFilter(bucket)).

@@ -301,6 +301,77 @@ def test_every_panel_query_over_its_default_range(bench: Bench) -> None:
     assert not slow, [f"{t.name}: {t.median_ms:.0f} ms" for t in slow]
 
 
+# -- before and after the tuning -----------------------------------------------------------------
+
+BEFORE_SQL = Path(__file__).with_name("wall_before.sql")
+# (what, the query before the tuning, today's), each answering the same rows.
+REWRITTEN = (
+    ("rainfall", "SELECT * FROM wall_before.rainfall", "SELECT * FROM wall.rainfall"),
+    (
+        "availability by kecamatan, 30 d",
+        "SELECT * FROM wall_before.availability(now() - interval '30 days', now(), 'kecamatan')",
+        "SELECT * FROM wall.availability(now() - interval '30 days', now(), 'kecamatan')",
+    ),
+)
+# Read through the plain flavor's rollup indexes of 0013_wall.plain.sql (before: without them).
+INDEXED = (
+    "pipeline",
+    "series_1m, water level, 6 h",
+    "series_1h, PM2.5 per kecamatan, 7 d",
+)
+INDEXED_30D = (
+    "series_1h, PM2.5 per kecamatan, daily, 30 d",
+    "SELECT date_trunc('day', bucket) AS time, kecamatan, avg(avg) AS pm25 FROM wall.series_1h"
+    " WHERE metric = 'pm25_ugm3' AND bucket >= now() - interval '30 days' AND bucket <= now()"
+    " GROUP BY 1, 2 ORDER BY 1",
+)
+
+
+def _same(before: list[tuple[Any, ...]], after: list[tuple[Any, ...]]) -> bool:
+    """The same rows, floats to rounding (a sum of rollups is a sum of readings, reordered)."""
+    if len(before) != len(after):
+        return False
+    for a, b in zip(sorted(before, key=str), sorted(after, key=str), strict=True):
+        for x, y in zip(a, b, strict=True):
+            if isinstance(x, float) and isinstance(y, float):
+                if abs(x - y) > 1e-6 * max(1.0, abs(x)):
+                    return False
+            elif x != y:
+                return False
+    return True
+
+
+def test_before_and_after_the_tuning(bench: Bench) -> None:
+    """The views and functions as they were before the tuning (tests/bench/wall_before.sql),
+    and the reads without the plain flavor's rollup indexes (dropped in a transaction that is
+    rolled back), timed in the same run as today's: the same answers, the time each saved."""
+    with psycopg.connect(bench.dsn, autocommit=True) as admin:
+        admin.execute(BEFORE_SQL.read_bytes())
+    timings = []
+    with wall_connection(bench.dsn) as conn:
+        for name, before, after in REWRITTEN:
+            with conn.transaction():  # one now() for both
+                same = _same(conn.execute(before).fetchall(), conn.execute(after).fetchall())
+            assert same, f"{name}: before and after disagree"
+            timings.append(time_query(conn, f"{name}, before", before))
+            timings.append(time_query(conn, f"{name}, after", after))
+    indexed = [(name, QUERIES[name]) for name in INDEXED] + [INDEXED_30D]
+    with psycopg.connect(bench.dsn, prepare_threshold=None) as conn:
+        conn.execute("SET ROLE pantau_wall")
+        after = {name: time_query(conn, f"{name}, after", query) for name, query in indexed}
+        conn.execute("RESET ROLE")
+        conn.execute(
+            "DROP INDEX readings_1m_metric_bucket_idx, readings_1m_bucket_idx,"
+            " readings_1h_metric_bucket_idx"
+        )
+        conn.execute("SET ROLE pantau_wall")
+        for name, query in indexed:
+            timings.append(time_query(conn, f"{name}, before (no rollup indexes)", query))
+            timings.append(after[name])
+        conn.rollback()  # the indexes are back
+    report("Before and after the tuning, same run, as pantau_wall, warm", timings)
+
+
 # -- the /wall page ------------------------------------------------------------------------------
 
 PAGE_RUNS = 7

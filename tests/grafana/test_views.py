@@ -200,13 +200,13 @@ async def test_values_levels_rain_and_air(migrated_db: str) -> None:
         ]
 
 
-async def test_rain_and_traffic_sums_read_the_rollups_and_equal_the_raw_sums(
+async def test_rain_sums_read_the_rollups_and_equal_the_raw_sums_traffic_the_raw(
     migrated_db: str,
 ) -> None:
-    """A gauge reporting every 10 s for 26 h and a counter every minute for 2 h: the views' sums
-    over the last hour and day equal the raw readings' sums, though they read the rollups for
-    all but the windows' edges (raising the raw readings of the middle hours, after the rollups
-    were refreshed, changes nothing)."""
+    """A gauge reporting every 10 s for 26 h: the rain sums over the last hour and day equal the
+    raw readings' sums, though they read the rollups for all but the windows' edges (raising the
+    raw readings of the middle hours, after the rollups were refreshed, changes nothing). A
+    counter every minute for 2 h: its last hour, from its raw readings."""
     now = datetime.now(UTC)
     async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
         await _device(conn, "rg-setu-01", "rain_gauge", "setu")
@@ -238,6 +238,7 @@ async def test_rain_and_traffic_sums_read_the_rollups_and_equal_the_raw_sums(
                     " FROM readings WHERE time > now() - interval '1 day'",
                 )
             )[0]
+            traffic = (await _rows(conn, "SELECT * FROM wall.traffic"))[0]
             # Away from the windows' raw edges (their first minute, the last 5 minutes).
             await conn.execute(
                 "UPDATE readings SET value = value + 100"
@@ -245,7 +246,6 @@ async def test_rain_and_traffic_sums_read_the_rollups_and_equal_the_raw_sums(
                 " OR time BETWEEN now() - interval '58 minutes' AND now() - interval '7 minutes'"
             )
             rain = (await _rows(conn, "SELECT * FROM wall.rainfall"))[0]
-            traffic = (await _rows(conn, "SELECT * FROM wall.traffic"))[0]
         assert rain["mm_1h"] == pytest.approx(raw["rain_1h"])
         assert rain["mm_24h"] == pytest.approx(raw["rain_24h"])
         assert traffic["vehicles_1h"] == pytest.approx(raw["vehicles_1h"])
