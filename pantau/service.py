@@ -22,7 +22,7 @@ import devices
 import grafana
 import ingest
 import streams
-from pantau import auth, db, http, metrics
+from pantau import auth, db, http, instance, metrics
 from pantau.context import ServiceContext
 from pantau.db import DatabaseState
 from pantau.errors import DatabaseUnavailable, MigrationError, PantauError
@@ -66,6 +66,9 @@ async def run(
     The database need not be up: HTTP and ingestion (which spools) start at once, the database
     worker migrates as soon as PostgreSQL is reachable, and the workers that need the schema
     start then."""
+    instance.check_writable(settings)
+    if untrusted := instance.untrusted_client_id(settings):
+        log.warning("%s", untrusted)
     stop = stop or asyncio.Event()
     registry = metrics.build_registry()
     readiness = Readiness()

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from devices.outages.settings import OutagesSettings
@@ -87,8 +95,10 @@ class MqttSettings(_Section):
         default_factory=lambda: f"pantau-{socket.gethostname()}",
         min_length=1,
         max_length=64,
-        description="MQTT client id of the persistent session; unique per instance "
-        "(default: pantau-<hostname>)",
+        description="MQTT client id of the persistent session: unique per instance and the "
+        "same across restarts and new containers, or the broker strands the old session's "
+        "queued messages (default: pantau-<hostname>; set it wherever the hostname is not "
+        "stable, as in a container: Pantau warns at start then)",
     )
     keepalive_seconds: int = Field(30, ge=5, description="MQTT keepalive")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version: 5 or 3.1.1")
@@ -134,7 +144,9 @@ class IngestSettings(_Section):
         0.2, gt=0, description="a batch is written at the latest this long after it started"
     )
     spool_dir: Path = Field(
-        Path("spool"), description="where readings wait on disk while the database is down"
+        Path("spool"),
+        description="where readings wait on disk while the database is down (a relative path "
+        "is taken inside `service.state_dir` when that is set)",
     )
     spool_max_bytes: int = Field(
         1 << 30, ge=4096, description="spool size at which Pantau stops acknowledging messages"
@@ -246,7 +258,20 @@ class StorageSettings(_Section):
     )
 
 
+def _state_directory() -> Path | None:
+    # systemd's StateDirectory= sets STATE_DIRECTORY (several paths are colon-separated).
+    first = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(first) if first else None
+
+
 class ServiceSettings(_Section):
+    state_dir: Path | None = Field(
+        default_factory=_state_directory,
+        description="absolute directory of this instance's state: relative `ingest.spool_dir` "
+        "and `streams.snapshot_dir` live in it; must be writable by the user Pantau runs as "
+        "(default: `$STATE_DIRECTORY` when systemd sets it, else not set: relative paths are "
+        "taken from the working directory; the image and the unit use `/var/lib/pantau`)",
+    )
     shutdown_timeout_seconds: float = Field(
         10.0, gt=0, description="how long workers may drain on SIGTERM/SIGINT"
     )
@@ -256,6 +281,13 @@ class ServiceSettings(_Section):
     restart_backoff_max_seconds: float = Field(
         30.0, gt=0, description="longest delay between restarts of a failing worker"
     )
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("expected an absolute directory, e.g. /var/lib/pantau")
+        return value
 
 
 class EmbeddedSettings(_Section):
@@ -329,7 +361,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     storage: StorageSettings = StorageSettings()
-    service: ServiceSettings = ServiceSettings()
+    service: ServiceSettings = Field(default_factory=ServiceSettings)  # $STATE_DIRECTORY: now
     embedded: EmbeddedSettings = EmbeddedSettings()
     devices: DevicesSettings = DevicesSettings()
     outages: OutagesSettings = OutagesSettings()
@@ -347,6 +379,20 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file arrives as init values; the environment overrides it.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _in_state_dir(self) -> Settings:
+        """Relative spool and snapshot directories live in `service.state_dir` when it is set."""
+        base = self.service.state_dir
+        if base is None:
+            return self
+        if not self.ingest.spool_dir.is_absolute():
+            self.ingest = self.ingest.model_copy(update={"spool_dir": base / self.ingest.spool_dir})
+        if not self.streams.snapshot_dir.is_absolute():
+            self.streams = self.streams.model_copy(
+                update={"snapshot_dir": base / self.streams.snapshot_dir}
+            )
+        return self
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets replaced."""

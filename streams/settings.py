@@ -73,7 +73,9 @@ class StreamsSettings(BaseModel):
         "(night, IR switching and rain pass without an alarm)",
     )
     snapshot_dir: Path = Field(
-        Path("snapshots"), description="where the latest JPEG and the history of each camera live"
+        Path("snapshots"),
+        description="where the latest JPEG and the history of each camera live (a relative path "
+        "is taken inside `service.state_dir` when that is set)",
     )
     snapshot_every_seconds: float = Field(
         60.0, gt=0, description="a snapshot joins a camera's history at most this often"
