@@ -8,7 +8,8 @@ set -euo pipefail
 run_packages=(postgresql-15 mosquitto mosquitto-clients python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-x)
-test_packages=("${run_packages[@]}" openssl chromium prometheus prometheus-alertmanager)
+test_packages=("${run_packages[@]}" openssl chromium prometheus prometheus-alertmanager
+  docker-compose caddy)
 
 case "${1:-}" in
   run) wanted=("${run_packages[@]}") ;;

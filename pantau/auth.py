@@ -8,6 +8,7 @@ role too low is 403. Only health, readiness, metrics and static pages answer wit
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 import socket
 from dataclasses import dataclass
@@ -77,6 +78,31 @@ def base_url(http: HttpSettings) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{http.port}"
+
+
+def cleartext_warning(http: HttpSettings, link_base: str | None = None) -> str | None:
+    """Why tokens would cross a network in clear text, or None: the links Pantau hands out
+    (`link_base`, default `base_url`) are http:// to an address that is not this machine's own.
+    A warning, not a refusal: a pilot on a closed LAN may accept it; in production the proxy in
+    front (docs/deploy.md, "HTTPS") and an https:// `http.public_url` make it go away."""
+    base = link_base or base_url(http)
+    if not base.startswith("http://"):
+        return None
+    host = base.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost" or _is_loopback(host):
+        return None
+    return (
+        f"sign-in links point at {base}: tokens would cross the network in clear text; put "
+        "the HTTPS proxy in front and set http.public_url to its https:// address "
+        "(docs/deploy.md, section HTTPS)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def phone_url(http: HttpSettings) -> str:

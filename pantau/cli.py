@@ -213,6 +213,8 @@ def token_create(
                 + " needs the address it reaches Pantau at: set http.public_url or pass --url",
                 err=True,
             )
+    if (qr or wall) and (warning := auth.cleartext_warning(settings.http, link_base)):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(
         f"Store it now: it is not shown again. Revoke with `pantau token revoke {created.id}`.",
         err=True,

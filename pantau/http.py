@@ -252,9 +252,20 @@ class _Server(uvicorn.Server):
         yield  # the service owns SIGINT/SIGTERM and stops us through `should_exit`
 
 
-def http_worker(app: FastAPI, sock: socket.socket) -> Worker:
+def http_worker(app: FastAPI, sock: socket.socket, trusted_proxies: list[str]) -> Worker:
+    """Serve `app` on `sock`. X-Forwarded-For/-Proto are believed only from `trusted_proxies`
+    (addresses or networks); with none, uvicorn's proxy-header handling is off altogether (its
+    own default would trust 127.0.0.1, so anyone on the machine could claim HTTPS)."""
+
     async def run(stop: asyncio.Event) -> None:
-        config = uvicorn.Config(app, log_config=None, lifespan="off", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=trusted_proxies or [],
+        )
         server = _Server(config)
         async with asyncio.TaskGroup() as group:
             # uvicorn closes the sockets it serves; a dup keeps the port bound across restarts.

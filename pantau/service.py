@@ -93,7 +93,7 @@ async def run(
             for domain in DOMAINS:
                 domain.setup_app(app, ctx)
             workers = [
-                http.http_worker(app, sock),
+                http.http_worker(app, sock, settings.http.trusted_proxies()),
                 database_worker(pool, settings, state, registry, stop, fatal),
                 storage_worker(pool, settings.storage),
                 *(w for domain in DOMAINS for w in domain.workers(ctx)),
@@ -112,6 +112,8 @@ async def run(
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
                 log.info("Pantau listening on http://%s:%d", shown, port)
+                if warning := auth.cleartext_warning(settings.http):
+                    log.warning("%s", warning)
                 if on_started:
                     on_started(Started(f"http://{shown}:{port}", app))
                 await supervisor.run(stop)

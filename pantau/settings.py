@@ -9,6 +9,7 @@ silently fall back to a default on a production box.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import socket
 import tomllib
@@ -219,6 +220,30 @@ class HttpSettings(_Section):
         "(`pantau token create --qr`), e.g. `https://pantau.bekasikab.go.id` (default: "
         "http://<http.host>:<http.port>)",
     )
+    forwarded_allow_ips: str = Field(
+        "",
+        max_length=1000,
+        description="addresses or networks (comma-separated, e.g. `172.30.0.0/24`) of the "
+        "reverse proxy whose X-Forwarded-For/-Proto Pantau believes (default: nobody's)",
+    )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        for part in parts:
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{part!r} is not an IP address or network; expected e.g. 172.30.0.2 or "
+                    "172.30.0.0/24 (trusting every address is not offered)"
+                ) from None
+        return ",".join(parts)
+
+    def trusted_proxies(self) -> list[str]:
+        """The proxies whose forwarded headers count (empty: headers ignored from everyone)."""
+        return self.forwarded_allow_ips.split(",") if self.forwarded_allow_ips else []
 
 
 class LogSettings(_Section):
