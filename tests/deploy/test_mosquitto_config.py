@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pantau.embedded import MESSAGE_SIZE_LIMIT, find_dynsec_plugin, free_port
 from pantau.settings import IngestSettings
@@ -55,15 +56,27 @@ def deploy_broker() -> Iterator[Broker]:
     data = base / "data"
     data.mkdir()
     dynsec = data / "dynamic-security.json"
-    # What the compose service mosquitto-init does.
-    done = subprocess.run(
-        ["mosquitto_ctrl", "dynsec", "init", str(dynsec), *ADMIN], capture_output=True, text=True
+    # The compose service mosquitto-init's own script, its paths rewritten, run twice: the second
+    # run must leave the first one's file alone.
+    compose = yaml.safe_load((ROOT / "deploy/compose.yaml").read_text())
+    script = compose["services"]["mosquitto-init"]["entrypoint"][2].replace("$$", "$")
+    password = base / "mqtt_password"
+    password.write_text(ADMIN[1])
+    script = script.replace("/mosquitto/data/", f"{data}/").replace(
+        "/run/secrets/mqtt_password", str(password)
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    if os.geteuid() != 0:  # only root may chown; the file is ours already
+        script = script.replace("chown mosquitto:mosquitto", "true")
+    runs = [subprocess.run(["sh", "-c", script], capture_output=True, text=True)]
+    first = dynsec.read_bytes()
+    runs.append(subprocess.run(["sh", "-c", script], capture_output=True, text=True))
+    for done in runs:
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert dynsec.read_bytes() == first
     runas = pwd.getpwnam("mosquitto") if os.geteuid() == 0 else None
     if runas is not None:  # as root Mosquitto drops to its own user, which must write data/
-        for path in (data, dynsec):
-            os.chown(path, runas.pw_uid, runas.pw_gid)
+        os.chown(data, runas.pw_uid, runas.pw_gid)
+        assert dynsec.stat().st_uid == runas.pw_uid
     port = free_port()
     text = CONFIG.read_text()
     for old, new in {

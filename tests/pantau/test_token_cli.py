@@ -69,6 +69,7 @@ def test_create_with_qr_prints_a_sign_in_link_and_its_code(
     segno.make(link, error="m").terminal(out=drawn, compact=True)
     assert drawn.getvalue() in made.stdout
     assert "note:" not in made.stderr  # a public address: no warning
+    assert "clear text" not in made.stderr  # https://: no warning either
 
     # Without a public URL: the listening address, and a note that a phone needs another one.
     local = pantau(
@@ -101,6 +102,9 @@ def test_create_with_qr_prints_a_sign_in_link_and_its_code(
         "http://192.168.1.20:8080",
     )
     assert "http://192.168.1.20:8080/m/#token=pt_" in given.stdout
+    # http:// to another machine: the token would cross the LAN in clear text (docs/deploy.md).
+    assert "tokens would cross the network in clear text" in given.stderr
+    assert "clear text" not in local.stderr  # 127.0.0.1 is the machine's own
 
     bad = pantau(
         migrated_db, tmp_path, "token", "create", "--role", "technician", "--name", "X", "--url",
