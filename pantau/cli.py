@@ -17,7 +17,7 @@ import ingest
 import streams
 from pantau import __version__, cliapp
 from pantau.cliapp import WIB
-from pantau.errors import DatabaseUnavailable, PantauError
+from pantau.errors import ConfigError, DatabaseUnavailable, PantauError
 from pantau.settings import render_toml
 
 app = typer.Typer(
@@ -58,8 +58,17 @@ def _root(
 def config_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML")] = False,
 ) -> None:
-    """Print the effective configuration (secrets redacted), or what is wrong with it."""
+    """Print the effective configuration (secrets redacted), or what is wrong with it; warn on
+    stderr of what `pantau run` would warn of or refuse at start (the state directories)."""
     settings = cliapp.settings(configure_logs=False)
+    from pantau import instance
+
+    if untrusted := instance.untrusted_client_id(settings):
+        typer.echo(f"warning: {untrusted}", err=True)
+    try:
+        instance.check_writable(settings)
+    except ConfigError as exc:
+        typer.echo(f"warning: `pantau run` would stop: {exc}", err=True)
     data = settings.redacted()
     if as_json:
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())

@@ -172,6 +172,19 @@ def test_unwritable_state_dir_stops_the_start_naming_dir_user_and_fix(shared_dir
     assert "StateDirectory=pantau" in done.stderr
     assert "Traceback" not in done.stderr
 
+    # `pantau config check` says so too, and still prints the settings.
+    checked = subprocess.run(
+        nobody_pantau("config", "check"),
+        env=env_for(PANTAU_SERVICE__STATE_DIR=str(state)),
+        cwd=shared_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "warning: `pantau run` would stop: service.state_dir: cannot write" in checked.stderr
+    assert f'state_dir = "{state}"' in checked.stdout
+
     # A spool elsewhere, in a directory it cannot create, is named by its own setting.
     state.chmod(0o777)
     done = subprocess.run(
