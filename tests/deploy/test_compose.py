@@ -181,3 +181,33 @@ def test_grafana_mounts_what_pantau_grafana_export_writes(
     provider = (out / "provisioning/dashboards/pantau.yaml").read_text()
     assert "/var/lib/grafana/dashboards/pantau" in provider
     assert grafana["environment"]["GF_SERVER_ROOT_URL"] == "https://pantau.example.go.id/grafana/"
+
+
+def test_pantau_takes_the_stack_environment(stack: dict[str, Any], tmp_path: Path) -> None:
+    """`pantau config check` with the compose service's environment: every PANTAU_ variable is
+    known (Pantau refuses unknown ones at start) and valid. The secret configuration file is a
+    throwaway one here."""
+    env = dict(stack["services"]["pantau"]["environment"])
+    secret = tmp_path / "pantau.toml"
+    secret.write_text(
+        '[database]\nurl = "postgresql://pantau:throwaway@timescaledb:5432/pantau"\n'
+        '[mqtt]\npassword = "throwaway"\n'
+    )
+    env["PANTAU_CONFIG"] = str(secret)
+    done = subprocess.run(
+        [str(ROOT / ".venv/bin/pantau"), "config", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **{k: str(v) for k, v in env.items()}},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in (
+        'forwarded_allow_ips = "172.30.0.10"',
+        'alertmanager_urls = ["http://alertmanager:9093"]',
+        'public_url = "https://pantau.example.go.id"',
+        'state_dir = "/var/lib/pantau"',
+        'client_id = "pantau-1"',
+    ):
+        assert line in done.stdout, line

@@ -137,6 +137,7 @@ def test_pantau_over_https_through_the_proxy(stack: Stack) -> None:
         assert phone.headers["strict-transport-security"] == HSTS
         # Prometheus scrapes Pantau on the stack's own network; the proxy does not serve it.
         assert client.get(f"{stack.https}/metrics").status_code == 404
+    assert "clear text" not in stack.pantau.log.read_text()  # its links are https://
     # The throwaway CA is what makes it trusted: without it the handshake is refused.
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(f"{stack.https}/readyz", timeout=10)
@@ -186,3 +187,29 @@ def test_forwarded_allow_ips_default_trusts_nobody() -> None:
     ]
     with pytest.raises(ValueError, match="not an IP address or network"):
         HttpSettings(forwarded_allow_ips="*")
+
+
+def test_pantau_warns_at_start_when_its_links_are_cleartext_off_the_machine(
+    database_url: str, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    pantau = PantauProcess(
+        {
+            "PANTAU_DATABASE__URL": database_url,
+            "PANTAU_MQTT__HOST": "127.0.0.1",
+            "PANTAU_MQTT__PORT": str(mosquitto.port),
+            "PANTAU_MQTT__CLIENT_ID": f"pantau-cleartext-{uuid.uuid4().hex[:6]}",
+            "PANTAU_INGEST__SPOOL_DIR": str(tmp_path / "spool"),
+            "PANTAU_HTTP__PUBLIC_URL": "http://192.0.2.10:8080",
+        },
+        tmp_path,
+    )
+    pantau.start()
+    try:
+        pantau.wait_ready()
+        wait_for(
+            "the clear-text warning",
+            lambda: "tokens would cross the network in clear text" in pantau.log.read_text(),
+            timeout=10,
+        )
+    finally:
+        pantau.stop()
