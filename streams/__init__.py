@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # pantau.settings composes streams.settings: no import cycle
 
 
 def workers(ctx: ServiceContext) -> list[Worker]:
-    """The worker "camera-probes": a probe thread per camera, their reports judged and stored."""
+    """The worker "camera-probes": a probe thread per camera this instance holds a lease on
+    (streams/leases.py), their reports judged and stored."""
     if not ctx.settings.streams.enabled:
         return []
     import asyncio
@@ -40,6 +41,7 @@ def workers(ctx: ServiceContext) -> list[Worker]:
             probe_metrics=probe_metrics,
             snapshots=snapshots,
             shutdown_seconds=settings.service.shutdown_timeout_seconds,
+            holder=settings.mqtt.client_id,  # unique and stable per instance: its leases
         )
         await probes.run(stop)
 

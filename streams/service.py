@@ -3,7 +3,11 @@ says to probe, judges what each reports and writes the results.
 
 - **Which cameras**: `store.load_cameras` at start, on every NOTIFY on `pantau_cameras` (a row
   of `cameras` changed) and every `RELOAD_SECONDS` (a device's status or type changed, which
-  does not notify). A camera whose config changed (URL, interval, thresholds, version) gets a
+  does not notify). With a holder id (`pantau run`: the instance's `mqtt.client_id`), only the
+  cameras this instance holds a lease on (streams/leases.py), refreshed every
+  `lease_seconds / 3`; leases not renewed for `lease_seconds` (the database away) stop their
+  probes, since another instance may have taken them; they are released at shutdown.
+  A camera whose config changed (URL, interval, thresholds, version) gets a
   new thread, one that is no longer listed is stopped, one whose thread died is started again.
   New threads open their first connection spread over `stagger_seconds`; every open waits for
   one of `open_concurrency` slots (a shared semaphore).
@@ -37,7 +41,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pantau.errors import DatabaseUnavailable
-from streams import store
+from streams import leases, store
 from streams.report import CameraConfig, IntervalReport, Thresholds, Verdict
 from streams.settings import StreamsSettings
 from streams.urls import redact
@@ -143,6 +147,16 @@ class ServiceMetrics:
             "Snapshots that could not be saved",
             registry=registry,
         )
+        self.leases = Gauge(
+            "pantau_camera_leases",
+            "Cameras this instance holds a lease on (streams.lease_seconds)",
+            registry=registry,
+        )
+        self.lease_instances = Gauge(
+            "pantau_camera_lease_instances",
+            "Live instances sharing the cameras, this one included (as of its last refresh)",
+            registry=registry,
+        )
         for reason in ("overwritten", "refused", "judge_error", "shutdown"):
             self.dropped.labels(reason)
         for reason in ("changed", "died"):
@@ -175,6 +189,7 @@ class CameraProbes:
         shutdown_seconds: float = 10.0,
         reload_seconds: float = RELOAD_SECONDS,
         write_seconds: float = WRITE_SECONDS,
+        holder: str | None = None,
     ) -> None:
         self.settings = settings
         self._connect = connect
@@ -195,6 +210,8 @@ class CameraProbes:
         self._last_retention = 0.0
         self._unprobed = 0
         self._reported_up: dict[str, str] = {}  # see store.write_batch
+        self.holder = holder  # None: every camera of the registry, no leases
+        self._leased_until = 0.0  # monotonic: the leases held are ours until then
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; then the threads are stopped and what they reported written."""
@@ -215,16 +232,46 @@ class CameraProbes:
                 async with await self._connect() as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     while not stop.is_set():
-                        self.apply(await store.load_cameras(conn, self.settings))
+                        self.apply(await self._load(conn))
                         failures = 0
-                        await _wait_for_news(conn, stop, self._reload_seconds)
+                        await _wait_for_news(conn, stop, self._wait_seconds())
             except _DB_ERRORS as exc:
                 failures += 1
-                log.warning(
-                    "camera probes: cannot read the cameras (%s); the probes running go on",
-                    _one_line(exc),
-                )
-                await _sleep(stop, _backoff(failures))
+                if self.holder is not None and time.monotonic() >= self._leased_until:
+                    if self.probes:
+                        log.warning(
+                            "camera probes: leases not renewed for %gs (%s): %d probes stopped, "
+                            "another instance may hold their cameras now",
+                            self.settings.lease_seconds,
+                            _one_line(exc),
+                            len(self.probes),
+                        )
+                    self.apply(store.Loaded([], 0))
+                    self.metrics.leases.set(0)
+                else:
+                    log.warning(
+                        "camera probes: cannot read the cameras (%s); the probes running go on",
+                        _one_line(exc),
+                    )
+                await _sleep(stop, min(_backoff(failures), self._wait_seconds()))
+
+    async def _load(self, conn: psycopg.AsyncConnection) -> store.Loaded:
+        if self.holder is None:
+            return await store.load_cameras(conn, self.settings)
+        started = time.monotonic()
+        share = await leases.refresh(
+            conn, self.holder, self.settings.lease_seconds, self.settings.max_cameras
+        )
+        self._leased_until = started + self.settings.lease_seconds
+        self.metrics.leases.set(len(share.held))
+        self.metrics.lease_instances.set(share.instances)
+        loaded = await store.load_cameras(conn, self.settings, only=share.held)
+        return store.Loaded(loaded.cameras, share.unprobed)
+
+    def _wait_seconds(self) -> float:
+        if self.holder is None:
+            return self._reload_seconds
+        return min(self._reload_seconds, self.settings.lease_seconds / 3)
 
     def apply(self, loaded: store.Loaded) -> None:
         """Start, stop and restart probe threads so that one runs per camera of `loaded`."""
@@ -455,14 +502,27 @@ class CameraProbes:
         self._states.clear()
         await asyncio.sleep(0)  # the reports handed over while joining
         waiting = self._pending_count()
-        if waiting:
+        if waiting or self.holder is not None:
             try:
                 async with asyncio.timeout(self._shutdown_seconds * 0.3):
                     async with await self._connect() as conn:
                         await self._flush(conn)
+                        waiting = 0
+                        if self.holder is not None:  # the others take them at once
+                            await leases.release(conn, self.holder)
+                            self.metrics.leases.set(0)
             except (*_DB_ERRORS, TimeoutError) as exc:
-                log.warning("camera probes: %d reports not written at shutdown (%s)", waiting, exc)
-                self.metrics.dropped.labels("shutdown").inc(self._pending_count() or waiting)
+                if waiting:
+                    log.warning(
+                        "camera probes: %d reports not written at shutdown (%s)", waiting, exc
+                    )
+                    self.metrics.dropped.labels("shutdown").inc(self._pending_count() or waiting)
+                else:
+                    log.warning(
+                        "camera probes: leases not released at shutdown (%s); they expire in %gs",
+                        _one_line(exc),
+                        self.settings.lease_seconds,
+                    )
         self._update_gauges()
 
 

@@ -17,6 +17,14 @@ class StreamsSettings(BaseModel):
         description="most cameras one instance probes; cameras past it are not probed and "
         "counted in pantau_camera_unprobed",
     )
+    lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="several instances on one database split the cameras by leases of this "
+        "length, renewed every third of it; a camera whose instance stopped renewing is probed "
+        "by another within two of them",
+    )
     open_concurrency: int = Field(
         8, ge=1, le=256, description="RTSP connections being opened at once, at most"
     )

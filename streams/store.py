@@ -37,6 +37,7 @@ SELECT c.device_id, c.rtsp_url, c.probe_interval_seconds, c.black_luma, c.covere
 FROM cameras c
 JOIN devices d USING (device_id)
 WHERE d.device_type = 'camera' AND d.status IN ('active', 'maintenance') AND c.enabled
+  AND (%s::text[] IS NULL OR c.device_id = ANY(%s::text[]))
 ORDER BY c.device_id
 LIMIT %s
 """
@@ -48,11 +49,14 @@ WHERE d.device_type = 'camera' AND d.status IN ('active', 'maintenance') AND c.e
 """
 
 
-async def load_cameras(conn: psycopg.AsyncConnection, settings: StreamsSettings) -> Loaded:
+async def load_cameras(
+    conn: psycopg.AsyncConnection, settings: StreamsSettings, only: list[str] | None = None
+) -> Loaded:
     """The cameras to probe: registered as type `camera`, active or in maintenance (a camera
-    being worked on is still watched; the detector pauses its alerts), enabled. Thresholds a
-    camera leaves NULL take the `[streams]` defaults."""
-    cur = await conn.execute(_LOAD, (settings.max_cameras,))
+    being worked on is still watched; the detector pauses its alerts), enabled; with `only`,
+    those of them (the ones this instance holds leases on). Thresholds a camera leaves NULL
+    take the `[streams]` defaults."""
+    cur = await conn.execute(_LOAD, (only, only, settings.max_cameras))
     rows = await cur.fetchall()
     cameras = [
         CameraConfig(
@@ -70,7 +74,7 @@ async def load_cameras(conn: psycopg.AsyncConnection, settings: StreamsSettings)
         for device_id, url, interval, black, covered, frozen, bad, version in rows
     ]
     unprobed = 0
-    if len(cameras) >= settings.max_cameras:
+    if only is None and len(cameras) >= settings.max_cameras:
         cur = await conn.execute(_COUNT)
         row = await cur.fetchone()
         unprobed = max(0, int(row[0]) - len(cameras)) if row else 0
