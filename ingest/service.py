@@ -20,10 +20,12 @@ from ingest import quarantine
 from ingest.batch import Processor
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline
+from ingest.processes import IngestProcesses
 from ingest.spool import Spool
 from ingest.subscriber import Subscriber
 from ingest.writer import Writer
 from pantau.context import ServiceContext
+from pantau.settings import Settings
 from pantau.supervisor import Worker
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,18 @@ class IngestService:
         self._settings = ctx.settings
         self._pool = ctx.pool
         self._database = ctx.database
-        self._metrics = IngestMetrics.create(ctx.registry)
         self._subscriber: Subscriber | None = None
         self._pipeline: Pipeline | None = None
+        self._processes: IngestProcesses | None = None
+        count = ctx.settings.ingest.processes
+        if count > 1:  # the pipelines run in processes of their own, which report their metrics
+            self._processes = IngestProcesses(
+                ctx.settings, ctx.registry, ctx.database.schema_ready, count
+            )
+            ctx.readiness.add("broker", self._processes.check_broker)
+            ctx.readiness.add("ingest", self._processes.check_pipeline)
+            return
+        self._metrics = IngestMetrics.create(ctx.registry)
         ctx.readiness.add("broker", self.check)
         ctx.readiness.add("ingest", self.check_pipeline)
 
@@ -55,8 +66,13 @@ class IngestService:
         return pipeline.spool_problem or pipeline.database_problem
 
     def workers(self) -> list[Worker]:
+        ingest = (
+            self._processes.worker()
+            if self._processes is not None
+            else Worker("ingest", self.run, needs_database=False)  # spools while it is down
+        )
         return [
-            Worker("ingest", self.run, needs_database=False),  # spools while it is down
+            ingest,
             Worker("ingest-housekeeping", self.housekeeping),
         ]
 
@@ -75,65 +91,79 @@ class IngestService:
                 pass
 
     def build(self) -> tuple[Pipeline, Subscriber]:
-        s = self._settings
-        processor = Processor.from_settings(
-            s.ingest.mappings,
-            s.ingest.max_future_seconds,
-            s.ingest.max_past_days,
-            **quarantine.processor_limits(s.ingest),
-        )
-        pipeline = Pipeline(
-            s.ingest,
-            processor,
-            Writer.from_settings(s, schema_ready=self._database.schema_ready),
-            Spool(s.ingest.spool_dir, s.ingest.spool_max_bytes),
-            self._metrics,
-            max_pending=2 * s.mqtt.receive_maximum,
-        )
-        subscriber = Subscriber(
-            s.mqtt,
-            processor.router.filters(s.mqtt.shared_group),
-            pipeline.on_message,
-            self._metrics,
-        )
-        pipeline.ack = subscriber.ack
-        return pipeline, subscriber
+        return build(self._settings, self._metrics, self._database.schema_ready)
 
     async def run(self, stop: asyncio.Event) -> None:
         pipeline, subscriber = self.build()
         self._pipeline, self._subscriber = pipeline, subscriber
-        network_stop = threading.Event()
-        writing = _daemon(pipeline.run, "ingest-writer")
-        receiving = _daemon(lambda: subscriber.run(network_stop), "ingest-mqtt")
-        stopping: asyncio.Future[None] = asyncio.ensure_future(_wait(stop))
-        # Inside the supervisor's deadline, so that the network thread still stops cleanly.
-        timeout = self._settings.service.shutdown_timeout_seconds
-        drain = max(timeout - 1.0, timeout * 0.7)
+        await drive(pipeline, subscriber, self._settings.service.shutdown_timeout_seconds, stop)
+
+
+def build(
+    s: Settings, metrics: IngestMetrics, schema_ready: Callable[[], bool]
+) -> tuple[Pipeline, Subscriber]:
+    """One ingest pipeline and its subscriber (in the service's process, or in an ingest
+    process of its own: see ingest/processes.py)."""
+    processor = Processor.from_settings(
+        s.ingest.mappings,
+        s.ingest.max_future_seconds,
+        s.ingest.max_past_days,
+        **quarantine.processor_limits(s.ingest),
+    )
+    pipeline = Pipeline(
+        s.ingest,
+        processor,
+        Writer.from_settings(s, schema_ready=schema_ready),
+        Spool(s.ingest.spool_dir, s.ingest.spool_max_bytes),
+        metrics,
+        max_pending=2 * s.mqtt.receive_maximum,
+    )
+    subscriber = Subscriber(
+        s.mqtt,
+        processor.router.filters(s.mqtt.shared_group),
+        pipeline.on_message,
+        metrics,
+    )
+    pipeline.ack = subscriber.ack
+    return pipeline, subscriber
+
+
+async def drive(
+    pipeline: Pipeline, subscriber: Subscriber, deadline: float, stop: asyncio.Event
+) -> None:
+    """Run the pipeline's writer and the subscriber's network thread until `stop` is set (or one
+    of them fails), then drain within `deadline` seconds."""
+    network_stop = threading.Event()
+    writing = _daemon(pipeline.run, "ingest-writer")
+    receiving = _daemon(lambda: subscriber.run(network_stop), "ingest-mqtt")
+    stopping: asyncio.Future[None] = asyncio.ensure_future(_wait(stop))
+    # Inside the supervisor's deadline, so that the network thread still stops cleanly.
+    drain = max(deadline - 1.0, deadline * 0.7)
+    try:
+        await asyncio.wait({writing, receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        # Drain: the writer commits what was received and releases its acks while the
+        # network thread is still connected to send them; then disconnect.
+        pipeline.stop()
         try:
-            await asyncio.wait({writing, receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            # Without a shutdown (a thread failed: the supervisor restarts us) the writer
+            # must be done before a new one opens the same spool.
+            await asyncio.wait({writing}, timeout=drain if stop.is_set() else None)
         finally:
-            stopping.cancel()
-            # Drain: the writer commits what was received and releases its acks while the
-            # network thread is still connected to send them; then disconnect.
-            pipeline.stop()
-            try:
-                # Without a shutdown (a thread failed: the supervisor restarts us) the writer
-                # must be done before a new one opens the same spool.
-                await asyncio.wait({writing}, timeout=drain if stop.is_set() else None)
-            finally:
-                if not writing.done():
-                    log.error(
-                        "ingest writer still busy after %.1fs (a write the database does not "
-                        "answer?); leaving its batch unacknowledged for the broker to redeliver",
-                        drain,
-                    )
-                network_stop.set()
-            await asyncio.wait({receiving}, timeout=max(1.0, timeout - drain))
-            if not receiving.done():
-                log.error("MQTT network thread did not stop; leaving it")
-        for task in (writing, receiving):
-            if task.done():
-                task.result()  # a thread's exception fails the worker: the supervisor restarts it
+            if not writing.done():
+                log.error(
+                    "ingest writer still busy after %.1fs (a write the database does not "
+                    "answer?); leaving its batch unacknowledged for the broker to redeliver",
+                    drain,
+                )
+            network_stop.set()
+        await asyncio.wait({receiving}, timeout=max(1.0, deadline - drain))
+        if not receiving.done():
+            log.error("MQTT network thread did not stop; leaving it")
+    for task in (writing, receiving):
+        if task.done():
+            task.result()  # a thread's exception fails the worker: the supervisor restarts it
 
 
 async def _wait(event: asyncio.Event) -> None:

@@ -139,7 +139,20 @@ class MqttSettings(_Section):
     reconnect_max_seconds: float = Field(30.0, gt=0, description="longest reconnect delay")
 
 
+def _ingest_processes() -> int:
+    return min(os.cpu_count() or 1, 8)
+
+
 class IngestSettings(_Section):
+    processes: int = Field(
+        default_factory=_ingest_processes,
+        ge=1,
+        le=64,
+        description="ingest processes, each with its own MQTT session (`<mqtt.client_id>-<i>`) on "
+        "one shared subscription (`$share/<mqtt.shared_group or pantau>/...`), its own writer and "
+        "spool (`<spool_dir>/<i>`); 1 ingests in the service's own process, as before (default: "
+        "the machine's cores, at most 8)",
+    )
     batch_size: int = Field(5000, ge=1, description="readings per database write, at most")
     batch_max_wait_seconds: float = Field(
         0.2, gt=0, description="a batch is written at the latest this long after it started"
