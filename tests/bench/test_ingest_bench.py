@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.bench
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = str(Path(__file__).with_name("clients.py"))
+TOPIC = "bench/#"
 PUBLISHERS = 4
 MESSAGES_10 = 160_000  # 1.6 million readings
 MESSAGES_1 = 240_000
@@ -148,7 +150,12 @@ def result_of(proc: subprocess.Popen[str]) -> dict[str, float]:
 
 class Pantau:
     def __init__(
-        self, cluster: PostgresCluster, broker: MosquittoBroker, base: Path, tag: str
+        self,
+        cluster: PostgresCluster,
+        broker: MosquittoBroker,
+        base: Path,
+        tag: str,
+        processes: int = 1,
     ) -> None:
         self.port = free_port()
         (base / "pantau.toml").write_text(CONFIG)
@@ -160,6 +167,7 @@ class Pantau:
             "PANTAU_MQTT__CLIENT_ID": f"pantau-bench-{tag}",
             "PANTAU_HTTP__PORT": str(self.port),
             "PANTAU_INGEST__SPOOL_DIR": str(base / f"spool-{tag}"),
+            "PANTAU_INGEST__PROCESSES": str(processes),
             "PANTAU_LOG__FORMAT": "text",
         }
         self.log = (base / f"pantau-{tag}.log").open("wb")
@@ -170,7 +178,7 @@ class Pantau:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/readyz").status_code == 200:
@@ -184,8 +192,9 @@ class Pantau:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
 
     def value(self, name: str) -> float:
-        match = re.search(rf"^{re.escape(name)} (\S+)$", self.metrics(), re.MULTILINE)
-        return float(match[1]) if match else 0.0
+        """The sample's value, summed over the ingest processes' `process` labels if any."""
+        pattern = rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$"
+        return sum(float(v) for v in re.findall(pattern, self.metrics(), re.MULTILINE))
 
     def wait_written(self, total: float, timeout: float = 600) -> float:
         deadline = time.monotonic() + timeout
@@ -360,3 +369,83 @@ def test_ingestion(servers: tuple[PostgresCluster, MosquittoBroker, Path]) -> No
         f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cores} cores:\n\n{report.markdown()}\n"
     )
     assert rate_10 > 0
+
+
+def drop_session(broker: MosquittoBroker, ident: str) -> None:
+    """Remove a persistent session (docs/deploy.md: a retired instance), so that the broker does
+    not go on queueing the next phases' messages for it."""
+    where = ["-h", "127.0.0.1", "-p", str(broker.port)]
+    subprocess.run(
+        ["mosquitto_sub", *where, "-V", "5", "-i", ident, "-x", "0", "-E", "-t", TOPIC],
+        check=True,
+        timeout=30,
+    )
+
+
+def mosquitto_sub_rate(broker: MosquittoBroker, files: list[Path], count: int) -> float:
+    """The C client `mosquitto_sub`, MQTT 5, QoS 1, counting `count` messages: the broker's true
+    ceiling (paho's Python parsing is not in it). Timed as the bare paho client is, from its
+    first message to its last (%U: the receive time of each, written to a file)."""
+    ident = f"msub-{uuid.uuid4().hex[:6]}"
+    common = ["-h", "127.0.0.1", "-p", str(broker.port), "-V", "5", "-q", "1", "-i", ident]
+    session = ["-c", "-x", "600", "-t", TOPIC]
+    # A persistent session with the subscription first, so that nothing published is missed.
+    subprocess.run(["mosquitto_sub", *common, *session, "-E"], check=True, timeout=30)
+    out = files[0].with_name(f"{ident}.txt")
+    with out.open("wb") as fh:
+        sub = subprocess.Popen(
+            ["mosquitto_sub", *common, *session, "-C", str(count), "-F", "%U"], stdout=fh
+        )
+        wait_all(start_publishers(broker.port, files, "msub"))
+        assert sub.wait(600) == 0
+    drop_session(broker, ident)
+    times = out.read_text().split()
+    assert len(times) == count
+    return count / (float(times[-1]) - float(times[0]))
+
+
+def test_ingest_processes(servers: tuple[PostgresCluster, MosquittoBroker, Path]) -> None:
+    """`ingest.processes` 1 vs 2 in the same run, 1 reading per message (the case bound by MQTT
+    parsing), beside the C client mosquitto_sub (the broker's ceiling) and the bare paho client
+    (the ceiling of one Python process)."""
+    cluster, broker, base = servers
+    report = Report()
+    cores = os.cpu_count()
+    print(f"\ningest processes benchmark on {cores} cores, {PUBLISHERS} publishers", flush=True)
+    for left in ("ten", "one", "lag"):  # test_ingestion's sessions, if it ran before
+        drop_session(broker, f"pantau-bench-{left}")
+    files = write_loads(base, 1, MESSAGES_1, "proc")
+
+    msub = mosquitto_sub_rate(broker, files, MESSAGES_1)
+    report.add("mosquitto_sub (C), QoS 1, MQTT 5 (broker ceiling)", f"{msub:,.0f} messages/s")
+    paho = client("bare", str(broker.port), str(MESSAGES_1), "5")
+    wait_all(start_publishers(broker.port, files, "paho"))
+    bare = result_of(paho)
+    paho_rate = bare["messages"] / bare["seconds"]
+    report.add(
+        "bare paho subscriber, QoS 1, MQTT 5 (one Python process)",
+        f"{paho_rate:,.0f} messages/s",
+        f"{paho_rate / msub:.2f} of mosquitto_sub",
+    )
+    rates = {}
+    for processes in (1, 2):
+        tag = f"proc{processes}"
+        pantau = Pantau(cluster, broker, base, tag, processes=processes)
+        before = pantau.value("pantau_ingest_readings_written_total")
+        t0 = time.perf_counter()
+        wait_all(start_publishers(broker.port, files, tag))
+        done = pantau.wait_written(before + MESSAGES_1)
+        rates[processes] = MESSAGES_1 / (done - t0)
+        pantau.stop()
+        for ident in [f"pantau-bench-{tag}"] + [f"pantau-bench-{tag}-{i}" for i in range(2)]:
+            drop_session(broker, ident)
+        report.add(
+            f"Pantau, ingest.processes = {processes}, 1 reading/message, committed",
+            f"{rates[processes]:,.0f} messages/s",
+            f"{rates[processes] / msub:.2f} of mosquitto_sub, "
+            f"{rates[processes] / paho_rate:.2f} of bare paho",
+        )
+    report.add("2 processes / 1 process", f"{rates[2] / rates[1]:.2f}x")
+    print("\n" + report.markdown(), flush=True)
+    assert rates[1] > 0
+    assert rates[2] > 0
