@@ -28,6 +28,7 @@ INSERT INTO camera_lease_holders (holder, heartbeat, expires_at)
 VALUES (%(holder)s, now(), now() + make_interval(secs => %(lease)s))
 ON CONFLICT (holder) DO UPDATE SET heartbeat = now(), expires_at = EXCLUDED.expires_at
 """
+_FORGET = "DELETE FROM camera_lease_holders WHERE expires_at < now() - interval '1 day'"
 _COUNTS = """
 SELECT (SELECT count(*) FROM camera_lease_holders WHERE expires_at > now()),
        (SELECT count(*) FROM cameras_to_probe e)
@@ -90,6 +91,7 @@ async def refresh(
     args: dict[str, object] = {"holder": holder, "lease": lease_seconds}
     async with conn.transaction():
         await conn.execute(_ALIVE, args)
+        await conn.execute(_FORGET)  # instances killed and never back: the table stays small
         cur = await conn.execute(_COUNTS)
         row = await cur.fetchone()
         instances, cameras = (max(1, int(row[0])), int(row[1])) if row else (1, 0)

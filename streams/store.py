@@ -35,18 +35,12 @@ _LOAD = """
 SELECT c.device_id, c.rtsp_url, c.probe_interval_seconds, c.black_luma, c.covered_ratio,
        c.frozen_samples, c.bad_samples, c.version
 FROM cameras c
-JOIN devices d USING (device_id)
-WHERE d.device_type = 'camera' AND d.status IN ('active', 'maintenance') AND c.enabled
-  AND (%s::text[] IS NULL OR c.device_id = ANY(%s::text[]))
+JOIN cameras_to_probe USING (device_id)
+WHERE (%s::text[] IS NULL OR c.device_id = ANY(%s::text[]))
 ORDER BY c.device_id
 LIMIT %s
 """
-_COUNT = """
-SELECT count(*)
-FROM cameras c
-JOIN devices d USING (device_id)
-WHERE d.device_type = 'camera' AND d.status IN ('active', 'maintenance') AND c.enabled
-"""
+_COUNT = "SELECT count(*) FROM cameras_to_probe"
 
 
 async def load_cameras(

@@ -20,7 +20,8 @@ CREATE TABLE camera_leases (
 );
 CREATE INDEX camera_leases_holder ON camera_leases (holder);
 
--- The cameras some instance must probe (streams/store.py's load_cameras selects the same).
+-- The cameras some instance must probe: registered as type `camera`, active or in maintenance
+-- (a camera being worked on is still watched; the detector pauses its alerts), enabled.
 CREATE VIEW cameras_to_probe AS
 SELECT c.device_id
 FROM cameras c

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import psycopg
+from prometheus_client import CollectorRegistry
 
+from pantau.errors import DatabaseUnavailable
 from streams import leases, store
 from streams.settings import StreamsSettings
+from tests.streams.test_service import StandIn, _alive, _running, _wait
 from tests.streams.test_store import _camera
 
 LEASE = 1.0
@@ -116,3 +120,59 @@ async def test_concurrent_claims_never_share_a_camera(migrated_db: str) -> None:
     finally:
         for c in conns:
             await c.close()
+
+
+# --- the camera-probes worker with leases (the probe is test_service's stand-in) ---------------
+
+
+async def test_workers_split_the_cameras_and_hand_them_over_at_shutdown(migrated_db: str) -> None:
+    async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
+        ids = await _cameras(conn, 4)
+    settings = StreamsSettings(stagger_seconds=0, lease_seconds=LEASE)
+    standin = StandIn()
+    registry = CollectorRegistry()
+    async with _running(migrated_db, standin, registry, settings=settings, holder="a") as a:
+        await _wait("a probes every camera", lambda: sorted(_alive(a)) == ids)
+        async with _running(
+            migrated_db, standin, CollectorRegistry(), settings=settings, holder="b"
+        ) as b:
+
+            def split() -> object:
+                both = sorted(_alive(a)) + sorted(_alive(b))
+                return (len(_alive(a)) == 2 and sorted(both) == ids) or (_alive(a), _alive(b))
+
+            await _wait("two each", split, within=LEASE * 3)
+        # b stopped: released at once, a takes them at its next refresh (a third of a lease).
+        await _wait("a probes every camera again", lambda: sorted(_alive(a)) == ids, LEASE)
+        assert registry.get_sample_value("pantau_camera_leases") == 4
+
+
+async def test_probes_stop_when_the_leases_cannot_be_renewed(migrated_db: str) -> None:
+    async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
+        ids = await _cameras(conn, 2)
+        down = False
+
+        async def connect() -> psycopg.AsyncConnection[Any]:
+            if down:
+                raise DatabaseUnavailable("the test took the database away")
+            return await psycopg.AsyncConnection.connect(migrated_db, autocommit=True)
+
+        settings = StreamsSettings(stagger_seconds=0, lease_seconds=LEASE)
+        standin = StandIn()
+        async with _running(
+            migrated_db, standin, CollectorRegistry(), settings=settings, holder="a"
+        ) as probes:
+            probes._connect = connect
+            await _wait("probing", lambda: sorted(_alive(probes)) == ids)
+            down = True  # no new connection, and the open ones are cut
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            started = time.monotonic()
+            await asyncio.sleep(LEASE / 2)
+            assert sorted(_alive(probes)) == ids  # within the lease: the probes go on
+            await _wait("probes stopped after a lease", lambda: _alive(probes) == {}, LEASE * 2)
+            assert time.monotonic() - started >= LEASE * 0.9
+            down = False
+            await _wait("probing again", lambda: sorted(_alive(probes)) == ids, LEASE * 2)
