@@ -151,3 +151,32 @@ def test_drained_on_shutdown_nothing_lost(
         assert_exactly_once(private_postgres)
     finally:
         pantau.stop()
+
+
+def test_service_killed_children_follow(
+    private_postgres: PostgresCluster,
+    mosquitto_factory: Callable[[], MosquittoBroker],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL to the service itself mid-stream: its ingest processes see the pipe to it close,
+    drain and exit (none is left holding a session the next start needs), and the next start
+    takes over their sessions and spools: every reading exactly once."""
+    broker = mosquitto_factory()
+    env = fault_env(private_postgres, broker, tmp_path / "spool")
+    env["PANTAU_INGEST__PROCESSES"] = "2"
+    pantau = PantauProcess(env, tmp_path)
+    pantau.start()
+    pantau.wait_ready(60)
+    children = [_child_pid(pantau, 0), _child_pid(pantau, 1)]
+    stream = Stream(broker.port).start()
+    stream.at(0.4)
+    pantau.kill()
+    for pid in children:
+        wait_for(f"orphaned ingest process {pid} gone", lambda pid=pid: not _alive(pid), 20)
+    pantau.start()
+    try:
+        stream.finish()
+        pantau.wait_ready(60)
+        assert_exactly_once(private_postgres)
+    finally:
+        assert pantau.stop() == 0
