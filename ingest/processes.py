@@ -170,8 +170,9 @@ class IngestProcesses:
             try:
                 await self._watch(child, stop)
             finally:
-                if stop.is_set():
-                    await self._stop(child)
+                # On shutdown, and also when this task is cancelled (the worker failed and is
+                # restarted): no child may outlive it and fight its successor for the session.
+                await self._stop(child)
                 self._up.labels(label).set(0)
                 self._close(child)
             if stop.is_set():
@@ -248,6 +249,7 @@ class IngestProcesses:
             child.process.close()
         child.conn = None
         child.process = None
+        child.report = None  # not ready, no series, until the next one reports
 
 
 class _ChildCollector(Collector):

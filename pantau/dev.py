@@ -279,9 +279,17 @@ class DevStack:
             update={
                 "database": settings.database.model_copy(update={"url": self.postgres.dsn()}),
                 "mqtt": self._mqtt(settings.mqtt),
-                "ingest": settings.ingest.model_copy(update={"spool_dir": self.var_dir / "spool"}),
+                "ingest": settings.ingest.model_copy(update=self._ingest(settings)),
             }
         )
+
+    def _ingest(self, settings: Settings) -> dict[str, object]:
+        """The spool in the var directory; one ingest process unless `ingest.processes` is set
+        (a developer's stack: the broker and PostgreSQL share the laptop's cores)."""
+        update: dict[str, object] = {"spool_dir": self.var_dir / "spool"}
+        if "processes" not in settings.ingest.model_fields_set:
+            update["processes"] = 1
+        return update
 
     def _mqtt(self, mqtt: MqttSettings) -> MqttSettings:
         return mqtt.model_copy(
