@@ -19,8 +19,8 @@ import pytest
 from pantau.auth import cleartext_warning
 from pantau.embedded import MosquittoBroker, free_port
 from pantau.settings import HttpSettings
-from tests.deploy.throwaway_ca import ServerCert, make_server_cert
 from tests.fixtures.pantau_proc import PantauProcess, wait_for
+from tests.fixtures.tls import ServerCert, make_server_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 CADDYFILE = ROOT / "deploy/caddy/Caddyfile"

@@ -21,7 +21,7 @@ import yaml
 
 from pantau.embedded import MESSAGE_SIZE_LIMIT, find_dynsec_plugin, free_port
 from pantau.settings import IngestSettings
-from tests.deploy.throwaway_ca import ServerCert, make_server_cert
+from tests.fixtures.tls import ServerCert, make_server_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy/mosquitto/mosquitto.conf"

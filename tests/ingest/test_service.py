@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pantau.embedded import MosquittoBroker, free_port
 from pantau.settings import Settings
 from tests.fixtures.mqtt import Publisher
+from tests.fixtures.tls import make_server_cert
 from tests.pantau.test_service import running, wait_ready
 
 
@@ -172,58 +173,8 @@ def tls_broker(
     import shutil
     import tempfile
 
-    certs = Path(tempfile.mkdtemp(prefix="pantau-tls-"))
-    certs.chmod(0o755)
+    certs = make_server_cert(Path(tempfile.mkdtemp(prefix="pantau-tls-"))).ca.parent
     run = lambda *a: subprocess.run(a, check=True, capture_output=True, cwd=certs)  # noqa: E731
-    run(
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    )
-    run(
-        "openssl",
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    )
-    run(
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-copy_extensions",
-        "copy",
-        "-out",
-        "server.crt",
-    )
     run("mosquitto_passwd", "-b", "-c", "passwd", "pantau", "s3cret-pw")
     for f in certs.iterdir():
         f.chmod(0o644)
