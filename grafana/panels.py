@@ -67,6 +67,19 @@ class Count:
     colour: str
 
 
+def state_counts(total_word: str) -> tuple[Count, ...]:
+    """The device-state counts every status panel shows: the total under `total_word`, then up,
+    late, down, paused and unknown in their words and colours."""
+    return (
+        Count("total", total_word, "#37474f"),
+        Count("up", "Normal", style.GREEN),
+        Count("late", "Terlambat", style.AMBER),
+        Count("down", "Mati", style.RED),
+        Count("paused", "Pemeliharaan", style.BLUE),
+        Count("unknown", "Belum ada data", style.GREY),
+    )
+
+
 def counts(
     title: str,
     query: cogbuilder.Builder[cogvariants.Dataquery],

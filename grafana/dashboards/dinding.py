@@ -65,12 +65,7 @@ LIMIT 12
 """
 
 STATUS_COUNTS = (
-    Count("total", "Jumlah perangkat", "#37474f"),
-    Count("up", "Normal", style.GREEN),
-    Count("late", "Terlambat", style.AMBER),
-    Count("down", "Mati", style.RED),
-    Count("paused", "Pemeliharaan", style.BLUE),
-    Count("unknown", "Belum ada data", style.GREY),
+    *panels.state_counts("Jumlah perangkat"),
     Count("area_outages", "Gangguan wilayah", style.DARK_RED),
     Count("alarms", "Alarm aktif", style.AMBER),
 )

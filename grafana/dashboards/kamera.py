@@ -11,7 +11,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from grafana import panels, style
 from grafana.dashboards import board
-from grafana.panels import Column, Count, sql
+from grafana.panels import Column, sql
 
 UID = "pantau-kamera"
 
@@ -49,14 +49,7 @@ def build(pantau_url: str) -> dm.Dashboard:
             panels.counts(
                 "Status kamera",
                 sql(COUNTS_SQL),
-                [
-                    Count("total", "Jumlah kamera", "#37474f"),
-                    Count("up", "Normal", style.GREEN),
-                    Count("late", "Terlambat", style.AMBER),
-                    Count("down", "Mati", style.RED),
-                    Count("paused", "Pemeliharaan", style.BLUE),
-                    Count("unknown", "Belum ada data", style.GREY),
-                ],
+                panels.state_counts("Jumlah kamera"),
                 w=24,
                 h=4,
             )

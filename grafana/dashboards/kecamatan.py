@@ -10,7 +10,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from grafana import datasources, panels, style
 from grafana.dashboards import board
-from grafana.panels import Column, Count, sql
+from grafana.panels import Column, sql
 
 UID = "pantau-kecamatan"
 
@@ -155,14 +155,7 @@ def build() -> dm.Dashboard:
             panels.counts(
                 "Perangkat ${kecamatan:text}",
                 sql(COUNTS_SQL),
-                [
-                    Count("total", "Jumlah", "#37474f"),
-                    Count("up", "Normal", style.GREEN),
-                    Count("late", "Terlambat", style.AMBER),
-                    Count("down", "Mati", style.RED),
-                    Count("paused", "Pemeliharaan", style.BLUE),
-                    Count("unknown", "Belum ada data", style.GREY),
-                ],
+                panels.state_counts("Jumlah"),
                 w=18,
                 h=5,
             )
