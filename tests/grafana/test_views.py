@@ -11,9 +11,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from devices import registry
-from devices.models import DeviceIn
 from pantau.cliapp import WIB
 from tests.devices.test_availability import H, seed, wib
+from tests.grafana.seed import add_device, set_state
 
 VIEWS = (
     "device_state",
@@ -36,24 +36,6 @@ VIEWS = (
 )
 
 
-async def _device(conn: psycopg.AsyncConnection, device_id: str, kind: str, kec: str) -> None:
-    await registry.create_device(
-        conn,
-        DeviceIn.model_validate(
-            {"device_id": device_id, "name": device_id, "device_type": kind, "kecamatan": kec}
-        ),
-        "test",
-    )
-
-
-async def _state(conn: psycopg.AsyncConnection, device_id: str, state: str) -> None:
-    await conn.execute(
-        "INSERT INTO device_liveness (device_id, state, cause) VALUES (%s, %s, %s)"
-        " ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, cause = EXCLUDED.cause",
-        (device_id, state, "silent" if state == "down" else None),
-    )
-
-
 async def _rows(conn: psycopg.AsyncConnection, query: str) -> list[dict[str, object]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query)
@@ -62,7 +44,7 @@ async def _rows(conn: psycopg.AsyncConnection, query: str) -> list[dict[str, obj
 
 async def test_every_view_answers_through_the_read_only_role(migrated_db: str) -> None:
     async with await psycopg.AsyncConnection.connect(migrated_db) as conn:
-        await _device(conn, "wl-setu-01", "water_level", "setu")
+        await add_device(conn, "wl-setu-01", "water_level", "setu")
         await conn.commit()
         async with conn.transaction():
             await conn.execute("SET LOCAL ROLE pantau_wall")
@@ -84,14 +66,14 @@ async def test_every_view_answers_through_the_read_only_role(migrated_db: str) -
 
 async def test_status_counts_and_the_kecamatan_tiles(migrated_db: str) -> None:
     async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
-        await _device(conn, "wl-setu-01", "water_level", "setu")
-        await _device(conn, "wl-setu-02", "water_level", "setu")
-        await _device(conn, "aq-babelan-01", "air_quality", "babelan")
-        await _device(conn, "tc-cibitung-01", "traffic_counter", "cibitung")
-        await _state(conn, "wl-setu-01", "up")
-        await _state(conn, "wl-setu-02", "down")
-        await _state(conn, "aq-babelan-01", "up")
-        await _device(conn, "tc-gone-01", "traffic_counter", "cibitung")
+        await add_device(conn, "wl-setu-01", "water_level", "setu")
+        await add_device(conn, "wl-setu-02", "water_level", "setu")
+        await add_device(conn, "aq-babelan-01", "air_quality", "babelan")
+        await add_device(conn, "tc-cibitung-01", "traffic_counter", "cibitung")
+        await set_state(conn, "wl-setu-01", "up")
+        await set_state(conn, "wl-setu-02", "down")
+        await set_state(conn, "aq-babelan-01", "up")
+        await add_device(conn, "tc-gone-01", "traffic_counter", "cibitung")
         await registry.retire_device(conn, "tc-gone-01", None, "test")
 
         totals = (await _rows(conn, "SELECT * FROM wall.status_totals"))[0]
@@ -135,9 +117,9 @@ async def test_status_counts_and_the_kecamatan_tiles(migrated_db: str) -> None:
 async def test_values_levels_rain_and_air(migrated_db: str) -> None:
     now = datetime.now(UTC)
     async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
-        await _device(conn, "wl-setu-01", "water_level", "setu")
-        await _device(conn, "rg-setu-01", "rain_gauge", "setu")
-        await _device(conn, "aq-setu-01", "air_quality", "setu")
+        await add_device(conn, "wl-setu-01", "water_level", "setu")
+        await add_device(conn, "rg-setu-01", "rain_gauge", "setu")
+        await add_device(conn, "aq-setu-01", "air_quality", "setu")
         await conn.execute(
             "SELECT pantau_ensure_partitions('readings', %s::date, %s::date)",
             ((now - timedelta(days=2)).date(), now.date()),
@@ -209,8 +191,8 @@ async def test_rain_sums_read_the_rollups_and_equal_the_raw_sums_traffic_the_raw
     counter every minute for 2 h: its last hour, from its raw readings."""
     now = datetime.now(UTC)
     async with await psycopg.AsyncConnection.connect(migrated_db, autocommit=True) as conn:
-        await _device(conn, "rg-setu-01", "rain_gauge", "setu")
-        await _device(conn, "tc-setu-01", "traffic_counter", "setu")
+        await add_device(conn, "rg-setu-01", "rain_gauge", "setu")
+        await add_device(conn, "tc-setu-01", "traffic_counter", "setu")
         await conn.execute(
             "SELECT pantau_ensure_partitions('readings', %s::date, %s::date)",
             ((now - timedelta(days=2)).date(), (now + timedelta(days=1)).date()),

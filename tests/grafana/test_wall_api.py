@@ -19,12 +19,12 @@ import pytest
 from psycopg.rows import dict_row
 
 from devices import registry
-from devices.models import DeviceIn
 from grafana.wall import data
 from grafana.wall.tiles import GRID, ROWS, place
 from pantau.regency import KECAMATAN
 from pantau.settings import Settings
 from tests.devices.conftest import Api, api_for
+from tests.grafana.seed import add_device, set_state
 
 
 def _jpeg() -> bytes:
@@ -54,24 +54,6 @@ def test_the_tile_map_follows_the_regency() -> None:
     assert (place("elsewhere", "Elsewhere", 7).row, place("elsewhere", "X", 7).column) == (
         ROWS + 1,
         1,
-    )
-
-
-async def _device(conn: psycopg.AsyncConnection, device_id: str, kind: str, kecamatan: str) -> None:
-    await registry.create_device(
-        conn,
-        DeviceIn.model_validate(
-            {"device_id": device_id, "name": device_id, "device_type": kind, "kecamatan": kecamatan}
-        ),
-        "test",
-    )
-
-
-async def _state(conn: psycopg.AsyncConnection, device_id: str, state: str) -> None:
-    await conn.execute(
-        "INSERT INTO device_liveness (device_id, state, cause) VALUES (%s, %s, %s)"
-        " ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, cause = EXCLUDED.cause",
-        (device_id, state, "silent" if state == "down" else None),
     )
 
 
@@ -115,16 +97,16 @@ async def api(settings: Settings, tmp_path: Path) -> AsyncIterator[Api]:
 async def test_the_wall_answers_what_the_views_say_bounded(api: Api) -> None:
     async with await psycopg.AsyncConnection.connect(api.db, autocommit=True) as conn:
         for i in range(1, 5):
-            await _device(conn, f"wl-cibitung-0{i}", "water_level", "cibitung")
-        await _device(conn, "aq-setu-01", "air_quality", "setu")
-        await _device(conn, "tc-setu-01", "traffic_counter", "setu")
-        await _device(conn, "sl-babelan-01", "street_light", "babelan")
+            await add_device(conn, f"wl-cibitung-0{i}", "water_level", "cibitung")
+        await add_device(conn, "aq-setu-01", "air_quality", "setu")
+        await add_device(conn, "tc-setu-01", "traffic_counter", "setu")
+        await add_device(conn, "sl-babelan-01", "street_light", "babelan")
         for i in range(1, 4):
-            await _state(conn, f"wl-cibitung-0{i}", "down")
-        await _state(conn, "wl-cibitung-04", "up")
-        await _state(conn, "aq-setu-01", "down")
-        await _state(conn, "tc-setu-01", "late")
-        await _state(conn, "sl-babelan-01", "up")
+            await set_state(conn, f"wl-cibitung-0{i}", "down")
+        await set_state(conn, "wl-cibitung-04", "up")
+        await set_state(conn, "aq-setu-01", "down")
+        await set_state(conn, "tc-setu-01", "late")
+        await set_state(conn, "sl-babelan-01", "up")
         area = await _outage(conn, "area", "cibitung", minutes_ago=5)
         for i in range(1, 4):
             await _outage(conn, "device", "cibitung", f"wl-cibitung-0{i}", 6, parent=area)
@@ -205,7 +187,7 @@ async def test_the_wall_reads_as_the_read_only_role(api: Api) -> None:
 
 
 async def _camera(conn: psycopg.AsyncConnection, device_id: str, kecamatan: str) -> str:
-    await _device(conn, device_id, "camera", kecamatan)
+    await add_device(conn, device_id, "camera", kecamatan)
     cur = await conn.execute(
         "INSERT INTO cameras (device_id, rtsp_url) VALUES (%s, 'rtsp://127.0.0.1:9/x')"
         " RETURNING snapshot_key",
@@ -220,7 +202,7 @@ async def test_snapshots_at_capability_urls(api: Api, tmp_path: Path) -> None:
     async with await psycopg.AsyncConnection.connect(api.db, autocommit=True) as conn:
         key = await _camera(conn, "cam-setu-01", "setu")
         other_key = await _camera(conn, "cam-setu-02", "setu")
-        await _device(conn, "wl-setu-01", "water_level", "setu")
+        await add_device(conn, "wl-setu-01", "water_level", "setu")
         await conn.execute(
             "INSERT INTO camera_health (time, device_id, state) VALUES (now(), 'cam-setu-01',"
             " 'ok'), (now(), 'cam-setu-02', 'offline')"
