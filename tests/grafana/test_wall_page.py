@@ -205,11 +205,14 @@ def stack(
         for device_id in GO_DARK:
             kecamatan = next(s[2] for s in SENSORS if s[0] == device_id)
             stack.publish(kecamatan, device_id, "status", "offline")
-        wait_for(
-            "the detector's verdicts: an area outage, a river over Siaga 2, a frozen camera",
-            lambda: _settled(stack),
-            timeout=60,
-        )
+        try:
+            wait_for(
+                "the detector's verdicts: an area outage, a river over Siaga 2, a frozen camera",
+                lambda: _settled(stack),
+                timeout=90,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_camera_story(stack)}") from None
         yield stack
     finally:
         if publisher is not None:
@@ -241,6 +244,21 @@ def _settled(stack: Stack) -> bool | str:
         and rolled > 0
     )
     return True if ok else repr(seen)
+
+
+def _camera_story(stack: Stack) -> str:
+    """What the probes last reported and what Pantau logged about cameras: a setup that timed out
+    on a loaded CI machine says why."""
+    health = stack.rows(
+        "SELECT DISTINCT ON (device_id) device_id, time, state, reason, packets"
+        " FROM camera_health ORDER BY device_id, time DESC"
+    )
+    lines = [
+        line
+        for line in stack.pantau.log.read_text(errors="replace").splitlines()
+        if "camera" in line or "ERROR" in line or "Traceback" in line
+    ]
+    return f"last camera_health rows: {health!r}\npantau log, cameras:\n" + "\n".join(lines[-40:])
 
 
 @pytest.fixture
