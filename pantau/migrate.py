@@ -155,7 +155,8 @@ async def migrate(conn: psycopg.AsyncConnection, backend: str = "auto") -> list[
             await _apply(conn, migration, flavor)
         return todo
     finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+        if not conn.closed:  # closed, the session's lock went with it
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
 
 
 def _check_unchanged(applied: list[AppliedMigration], flavor: Flavor) -> None:
@@ -169,14 +170,49 @@ def _check_unchanged(applied: list[AppliedMigration], flavor: Flavor) -> None:
             )
 
 
+# TimescaleDB's loader must be in shared_preload_libraries: without it, CREATE EXTENSION ends the
+# session with FATAL "must be preloaded" (unless timescaledb.allow_install_without_preload), and
+# a closed connection reads as "database down" again and again. Who may read the setting (a
+# superuser or pg_read_all_settings) is told before trying; others learn it from the FATAL.
+_TIMESCALE_SETUP = """
+SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
+       CASE WHEN pg_has_role('pg_read_all_settings', 'USAGE')
+            THEN current_setting('shared_preload_libraries') END,
+       current_setting('timescaledb.allow_install_without_preload', true)
+"""
+_CREATE_TIMESCALE = "CREATE EXTENSION IF NOT EXISTS timescaledb"
+NOT_PRELOADED = (
+    "TimescaleDB is installed but not preloaded: add 'timescaledb' to shared_preload_libraries "
+    "in postgresql.conf and restart PostgreSQL, or set storage.backend = 'plain'"
+)
+
+
+def preload_missing(
+    available: bool, created: bool, preload: str | None, allow_without: str | None
+) -> bool:
+    """Whether CREATE EXTENSION timescaledb would end the session (see _TIMESCALE_SETUP);
+    `preload` is None when this user may not read shared_preload_libraries."""
+    if not available or created or preload is None or allow_without == "on":
+        return False
+    libraries = (lib.strip().strip('"').rsplit("/", 1)[-1] for lib in preload.split(","))
+    return not any(lib.startswith("timescaledb") for lib in libraries)
+
+
 async def _choose_flavor(conn: psycopg.AsyncConnection, backend: str) -> Flavor:
     if backend == "plain":
         return "plain"
+    cur = await conn.execute(_TIMESCALE_SETUP)
+    row = await cur.fetchone()
+    if row and preload_missing(*row):
+        raise MigrationError(NOT_PRELOADED)
     try:
         async with conn.transaction():
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            await conn.execute(_CREATE_TIMESCALE)
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split())
+        if conn.closed:  # FATAL: the loader is not preloaded (a user who could not tell before)
+            raise MigrationError(f"{NOT_PRELOADED} ({reason})") from None
         if backend == "timescale":
             raise MigrationError(
                 f"storage.backend = 'timescale' but the timescaledb extension cannot be created: "

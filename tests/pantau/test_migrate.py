@@ -91,6 +91,58 @@ async def test_timescale_required_but_missing(database_url: str) -> None:
         assert await migrate.applied_migrations(conn) == []
 
 
+@pytest.mark.parametrize(
+    ("row", "missing"),
+    [
+        ((True, False, "pg_stat_statements", None), True),
+        ((True, False, "", None), True),
+        ((True, False, "timescaledb", None), False),
+        ((True, False, '"$libdir/timescaledb", pg_stat_statements', None), False),
+        ((True, False, "pg_stat_statements, timescaledb-2.28.3", None), False),
+        ((True, False, "pg_stat_statements", "on"), False),  # allow_install_without_preload
+        ((True, False, None, None), False),  # may not read the setting: CREATE tells
+        ((True, True, "", None), False),  # created already
+        ((False, False, "", None), False),  # not installed: plain, as on this machine
+    ],
+)
+def test_preload_missing(row: tuple[bool, bool, str | None, str | None], missing: bool) -> None:
+    assert migrate.preload_missing(*row) is missing
+
+
+# TimescaleDB cannot be installed on this machine (no build for PostgreSQL 15 here), so these two
+# replace what the database answers about it; the connection, the lock and the errors are real.
+async def test_installed_but_not_preloaded_stops_with_the_fix(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        migrate, "_TIMESCALE_SETUP", "SELECT true, false, 'pg_stat_statements'::text, NULL::text"
+    )
+    async with await connect(database_url) as conn:
+        with pytest.raises(MigrationError, match="add 'timescaledb' to shared_preload_libraries"):
+            await migrate.migrate(conn)
+        assert not conn.closed  # told before CREATE EXTENSION could end the session
+        assert await migrate.applied_migrations(conn) == []
+        monkeypatch.undo()
+        assert await migrate.migrate(conn, "plain")  # the lock was released
+
+
+async def test_a_session_ended_by_create_extension_stops_with_the_fix(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user who may not read shared_preload_libraries learns it from the loader's FATAL, which
+    ends the session: here a FATAL of PostgreSQL's own in place of CREATE EXTENSION's."""
+    monkeypatch.setattr(migrate, "_TIMESCALE_SETUP", "SELECT true, false, NULL::text, NULL::text")
+    monkeypatch.setattr(
+        migrate, "_CREATE_TIMESCALE", "SELECT pg_terminate_backend(pg_backend_pid())"
+    )
+    async with await connect(database_url) as conn:
+        with pytest.raises(MigrationError, match="not preloaded.*terminating connection"):
+            await migrate.migrate(conn)
+        assert conn.closed
+    async with await connect(database_url) as conn:
+        assert await migrate.applied_migrations(conn) == []
+
+
 async def test_backend_cannot_change_after_setup(database_url: str) -> None:
     async with await connect(database_url) as conn:
         await migrate.migrate(conn, "plain")
