@@ -136,7 +136,7 @@ async def test_a_session_ended_by_create_extension_stops_with_the_fix(
         migrate, "_CREATE_TIMESCALE", "SELECT pg_terminate_backend(pg_backend_pid())"
     )
     async with await connect(database_url) as conn:
-        with pytest.raises(MigrationError, match="not preloaded.*terminating connection"):
+        with pytest.raises(MigrationError, match=r"not preloaded.*terminating connection"):
             await migrate.migrate(conn)
         assert conn.closed
     async with await connect(database_url) as conn:
