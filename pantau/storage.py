@@ -161,11 +161,16 @@ class TimescaleStorage:
 
     async def apply_policies(self, conn: psycopg.AsyncConnection) -> None:
         async with conn.transaction():
-            await conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
-            await conn.execute(
-                "SELECT add_retention_policy('readings', make_interval(days => %s))",
-                (self.settings.retention_days,),
-            )
+            # readings_1m goes with the readings, as the plain path drops its partitions with
+            # theirs; readings_1h is kept (small: 24 rows a series a day).
+            for table in ("readings", "readings_1m"):
+                await conn.execute(
+                    "SELECT remove_retention_policy(%s::regclass, if_exists => true)", (table,)
+                )
+                await conn.execute(
+                    "SELECT add_retention_policy(%s::regclass, make_interval(days => %s))",
+                    (table, self.settings.retention_days),
+                )
             await _set_late_after(conn, TIMESCALE_LATE_AFTER)
 
     async def maintain(self, conn: psycopg.AsyncConnection, today: date) -> MaintenanceReport:
