@@ -13,7 +13,7 @@ import os
 import pwd
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pantau.errors import ConfigError
@@ -22,6 +22,13 @@ from pantau.settings import Settings
 # Docker and Podman name a container's host after its id: 12 (or 64) hex digits.
 _CONTAINER_HOSTNAME = re.compile(r"^[0-9a-f]{12}([0-9a-f]{52})?$")
 _CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
+# A Deployment's pod: <deployment>-<replica set hash>-<5 characters>, a new name at every start
+# (a StatefulSet's pods keep theirs: <name>-0, <name>-1).
+_DEPLOYMENT_POD = re.compile(r"^[a-z0-9-]+-[a-z0-9]{6,10}-[a-z0-9]{5}$")
+_KUBERNETES_HINT = (
+    " In Kubernetes, run Pantau as a StatefulSet and set PANTAU_MQTT__CLIENT_ID from the pod's "
+    "name (valueFrom: fieldRef: fieldPath: metadata.name), the same for each replica at every restart."
+)
 
 
 def directories(settings: Settings) -> list[tuple[str, Path]]:
@@ -79,13 +86,20 @@ def untrusted_client_id(
     settings: Settings,
     hostname: str | None = None,
     markers: Iterable[Path] = _CONTAINER_MARKERS,
+    environ: Mapping[str, str] = os.environ,
 ) -> str | None:
     """Why the MQTT client id cannot be trusted to stay the same, or None when it can."""
     if "client_id" in settings.mqtt.model_fields_set:
         return None  # set in the file or the environment: the operator's choice
     hostname = socket.gethostname() if hostname is None else hostname
+    kubernetes = "KUBERNETES_SERVICE_HOST" in environ  # set in every pod
+    hint = _KUBERNETES_HINT if kubernetes else ""
     if _CONTAINER_HOSTNAME.match(hostname):
         why = f"the hostname {hostname!r} looks like a container id"
+    elif kubernetes and _DEPLOYMENT_POD.match(hostname):
+        why = f"the hostname {hostname!r} looks like a Kubernetes Deployment's pod"
+    elif kubernetes:
+        why = "this process runs in a Kubernetes pod"
     elif any(marker.exists() for marker in markers):
         why = "this process runs in a container"
     else:
@@ -94,5 +108,6 @@ def untrusted_client_id(
         f"mqtt.client_id defaults to {settings.mqtt.client_id!r} and {why}: a new container "
         "gets a new id, and the broker keeps the old session's queued messages for a client "
         "that never returns (and, with mqtt.shared_group, keeps routing it a share). Set "
-        "PANTAU_MQTT__CLIENT_ID (or mqtt.client_id) to a fixed value per instance, e.g. pantau-1"
+        "PANTAU_MQTT__CLIENT_ID (or mqtt.client_id) to a fixed value per instance, e.g. "
+        f"pantau-1.{hint}"
     )

@@ -103,8 +103,24 @@ def test_client_id_default_is_distrusted_in_a_container(
     assert warning is not None
     assert "runs in a container" in warning
 
+    # Kubernetes: every pod has KUBERNETES_SERVICE_HOST, not always a marker file.
+    pod = {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+    warning = instance.untrusted_client_id(defaulted, "pantau-7d9c8b6f5d-x2k4p", no_markers, pod)
+    assert warning is not None
+    assert "'pantau-7d9c8b6f5d-x2k4p' looks like a Kubernetes Deployment's pod" in warning
+    assert "StatefulSet" in warning
+    assert "fieldPath: metadata.name" in warning
+    warning = instance.untrusted_client_id(defaulted, "pantau-0", no_markers, pod)
+    assert warning is not None
+    assert "runs in a Kubernetes pod" in warning
+    # The same name outside Kubernetes is a host's own: trusted.
+    assert (
+        instance.untrusted_client_id(defaulted, "pantau-7d9c8b6f5d-x2k4p", no_markers, {}) is None
+    )
+
     monkeypatch.setenv("PANTAU_MQTT__CLIENT_ID", "pantau-1")  # the operator's choice
     assert instance.untrusted_client_id(load_settings(), "3f2a9c81be07", [marker]) is None
+    assert instance.untrusted_client_id(load_settings(), "pantau-0", no_markers, pod) is None
     monkeypatch.delenv("PANTAU_MQTT__CLIENT_ID")
     (tmp_path / "pantau.toml").write_text('[mqtt]\nclient_id = "pantau-2"\n')
     assert instance.untrusted_client_id(load_settings(), "3f2a9c81be07", [marker]) is None
