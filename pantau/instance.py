@@ -27,7 +27,8 @@ _CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
 _DEPLOYMENT_POD = re.compile(r"^[a-z0-9-]+-[a-z0-9]{6,10}-[a-z0-9]{5}$")
 _KUBERNETES_HINT = (
     " In Kubernetes, run Pantau as a StatefulSet and set PANTAU_MQTT__CLIENT_ID from the pod's "
-    "name (valueFrom: fieldRef: fieldPath: metadata.name), the same for each replica at every restart."
+    "name (valueFrom: fieldRef: fieldPath: metadata.name), the same for each replica at every "
+    "restart."
 )
 
 
