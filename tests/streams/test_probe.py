@@ -296,6 +296,76 @@ def test_a_stopped_and_a_stalled_camera_go_offline_and_come_back(
     assert cameras.close() < SETTINGS.stall_timeout_seconds + 1.5
 
 
+def wakeups(thread: threading.Thread) -> int:
+    """How often the thread has blocked so far (its voluntary context switches)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return sum(
+        int(line.split()[1])
+        for line in status.splitlines()
+        if line.startswith("voluntary_ctxt_switches")
+    )
+
+
+def test_reading_in_bursts_keeps_fps_bitrate_and_the_stall_watch(
+    rtsp_server_factory: Callable[..., RtspServer],
+) -> None:
+    """A probe that sleeps read_pace_seconds once caught up wakes a few times a second instead of
+    for every packet, and still reports the stream's fps (timestamps) and bitrate (the same as an
+    unpaced probe's of the same shared stream), sees a stall after stall_timeout, comes back, and
+    stops within a pace."""
+    server = rtsp_server_factory(fps=25, keyint=25)
+    paced = Cameras(StreamsSettings(**{**SETTINGS.model_dump(), "read_pace_seconds": 0.5}))
+    unpaced = Cameras(StreamsSettings(**{**SETTINGS.model_dump(), "read_pace_seconds": 0.0}))
+    both = (paced, unpaced)
+    try:
+        for cameras in both:
+            cameras.start("stalls", server.url("stalls"))
+        for cameras in both:
+            cameras.wait("two online reports", lambda c=cameras: len(c.online("stalls")) >= 2)
+        counts = [len(c.online("stalls")) for c in both]
+        started, before = time.monotonic(), [wakeups(c.threads[0]) for c in both]
+        for cameras, seen in zip(both, counts, strict=True):
+            cameras.wait(
+                "four more reports",
+                lambda c=cameras, n=seen: len(c.online("stalls")[n:]) >= 4,
+            )
+        elapsed = time.monotonic() - started
+        rates = [(wakeups(c.threads[0]) - b) / elapsed for c, b in zip(both, before, strict=True)]
+        # 25 packets a second: an unpaced probe blocks for nearly each; a paced one ~2-3 times
+        assert rates[0] < rates[1] / 2, rates
+        reports = [
+            [r for r, _ in c.online("stalls")[n : n + 4]] for c, n in zip(both, counts, strict=True)
+        ]
+        for report in reports[0]:
+            assert report.fps == pytest.approx(25, rel=0.05)
+            assert report.packets >= 0.8 * 25 * INTERVAL
+        # the same bytes over the same time; a pace's worth may move between two intervals
+        kbps = [sum(r.bitrate_kbps or 0 for r in rs) / len(rs) for rs in reports]
+        assert kbps[0] == pytest.approx(kbps[1], rel=0.1), kbps
+        seen = paced.count("stalls")
+        stalled_at = time.monotonic()
+        server.command("stall", "stalls")
+        try:
+            stalled, verdict = paced.wait_for_report("stalls", seen, lambda r, _: not r.online)
+            assert (stalled.reason, verdict.cause) == ("stalled", "offline:stalled")
+            took = time.monotonic() - stalled_at
+            # packets read up to a pace late delay the stall's report by as much, not more
+            assert SETTINGS.stall_timeout_seconds <= took < SETTINGS.stall_timeout_seconds + 3
+            seen = paced.count("stalls")
+        finally:
+            server.command("resume", "stalls")
+        back, _ = paced.wait_for_report("stalls", seen, lambda r, _: r.online)
+        assert back.packets > 0
+        # the next report, wholly after the resume: fps from timestamps again
+        paced.wait_for_report("stalls", paced.count("stalls"), lambda r, _: r.online)
+        assert paced.online("stalls")[-1][0].fps == pytest.approx(25, rel=0.05)
+        # stop is looked at after every pace (an unpaced probe's at its next keyframe)
+        assert paced.close() < 1.5
+    finally:
+        for cameras in both:
+            cameras.close()
+
+
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that accepts connections and never says a word."""
