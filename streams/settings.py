@@ -42,10 +42,11 @@ class StreamsSettings(BaseModel):
         0.3,
         ge=0,
         le=2.0,
-        description="once a probe has read every packet its connection holds, it sleeps this long "
-        "so that the next packets wait in the socket and are read as one burst: a wake-up per pace "
-        "instead of one per packet, ~30 % less CPU at 0.3 s (packets read up to this much later; "
-        "fps and bitrate come from their timestamps and sizes). 0: read each packet as it comes. "
+        description="once a probe has caught up with its stream (a read waited for a packet at "
+        "the live edge), it sleeps this long while the next packets gather in the socket, then "
+        "reads them without waiting: a wake-up per pace instead of one per packet, a quarter to a "
+        "third less CPU per camera (docs/benchmarks.md). Packets are read up to this much later "
+        "(fps and bitrate come from their timestamps and sizes). 0: read each packet as it comes. "
         "At most a quarter of stall_timeout_seconds",
     )
     reconnect_min_seconds: float = Field(2.0, gt=0, description="first wait before reconnecting")

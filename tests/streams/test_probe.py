@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import ValidationError
 
 from streams.health import Judge
 from streams.probe import (
@@ -364,6 +365,15 @@ def test_reading_in_bursts_keeps_fps_bitrate_and_the_stall_watch(
     finally:
         for cameras in both:
             cameras.close()
+
+
+def test_the_pace_stays_well_below_the_stall_timeout() -> None:
+    """A probe asleep for a pace must not look stalled to the watchdog."""
+    with pytest.raises(ValidationError, match="read_pace_seconds"):
+        StreamsSettings(stall_timeout_seconds=1.0, read_pace_seconds=0.3)
+    assert (
+        StreamsSettings(stall_timeout_seconds=1.2, read_pace_seconds=0.3).read_pace_seconds == 0.3
+    )
 
 
 @pytest.fixture
