@@ -169,12 +169,15 @@ def test_each_pattern_is_judged_within_two_intervals(
         report = seen[0][0]
         assert report.codec == "h264"
         assert (report.width, report.height) == (320, 240)
-        assert report.fps == pytest.approx(10, rel=0.1)  # from timestamps
+        # fps from timestamps; the first interval, cut short by the connection's start on a busy
+        # machine, may hold too few increasing timestamps to tell (None, never a wrong figure)
+        assert report.fps is None or report.fps == pytest.approx(10, rel=0.1), (name, report.fps)
         assert report.bitrate_kbps is not None
         assert report.bitrate_kbps > 0
         assert report.connect_seconds is not None
         assert 0 < report.connect_seconds < SETTINGS.open_timeout_seconds
         for later, _ in seen[1:3]:
+            assert later.fps == pytest.approx(10, rel=0.1), (name, later.fps)
             assert len(later.samples) == 2
             assert later.keyframes >= 2
             assert later.packets >= 15
