@@ -352,16 +352,23 @@ class Writer:
         there is nothing to create (then the refusal was something else)."""
         conn = self._require()
         days = sorted({r[0].astimezone(UTC).date() for r in readings})
-        with conn.transaction():
-            plain = conn.execute("SELECT to_regproc('pantau_ensure_partitions')").fetchone()
-            if not plain or plain[0] is None:
-                return False
-            created = 0
-            for day in days:
-                row = conn.execute(
-                    "SELECT pantau_ensure_partitions('readings', %s, %s)", (day, day)
-                ).fetchone()
-                created += row[0] if row else 0
+        try:
+            with conn.transaction():
+                plain = conn.execute("SELECT to_regproc('pantau_ensure_partitions')").fetchone()
+                if not plain or plain[0] is None:
+                    return False
+                created = 0
+                for day in days:
+                    row = conn.execute(
+                        "SELECT pantau_ensure_partitions('readings', %s, %s)", (day, day)
+                    ).fetchone()
+                    created += row[0] if row else 0
+        except (errors.DuplicateTable, errors.UniqueViolation) as exc:
+            # Another session (the storage worker, another ingest process) created the same
+            # partition at the same moment: CREATE TABLE IF NOT EXISTS does not wait for it. It
+            # is there now: write again.
+            log.info("a daily partition was created concurrently (%s); writing again", exc)
+            return True
         if created:
             log.info("created %d missing daily partitions for late or early readings", created)
         return created > 0
