@@ -157,6 +157,33 @@ def simulate(
     typer.echo(f"sent {sent} messages{refused}")
 
 
+def retire(
+    timeout: Annotated[
+        float, typer.Option(min=1, help="give up (keeping what is left) after this many seconds")
+    ] = 300.0,
+) -> None:
+    """Retire this instance for good, once it is stopped: replay its spools into the database,
+    take what the broker queued for its MQTT sessions, then end them at the broker."""
+    from ingest.retire import retire_instance
+
+    settings = cliapp.settings()
+    done = retire_instance(settings, timeout)
+    for client_id in done.ended:
+        typer.echo(f"session {client_id}: drained and ended")
+    for client_id in done.left:
+        typer.echo(f"session {client_id}: NOT ended (the broker keeps it and its queue)")
+    if done.spool_left:
+        typer.echo(
+            f"spool: {len(done.spool_left)} segments not replayed in "
+            f"{settings.ingest.spool_dir} (is the database up?)"
+        )
+    if done.left or done.spool_left:
+        typer.echo("not finished: run `pantau retire` again")
+        raise typer.Exit(1)
+    typer.echo(f"retired: spool {settings.ingest.spool_dir} empty, no session left at the broker")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(quarantine_app, name="quarantine")
     app.command("simulate")(simulate)
+    app.command("retire")(retire)

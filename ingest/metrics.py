@@ -39,6 +39,9 @@ class IngestMetrics:
     dead_letters: Counter
     dead_letter_bytes: Gauge
     status_messages: Counter
+    retired_sessions: Counter
+    retired_messages: Counter
+    retiring_sessions: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> IngestMetrics:
@@ -154,6 +157,21 @@ class IngestMetrics:
                 registry=registry,
             ),
             status_messages=status_messages,
+            retired_sessions=Counter(
+                "pantau_ingest_retired_sessions",
+                "MQTT sessions of an earlier ingest layout drained and ended (ingest/retire.py)",
+                registry=registry,
+            ),
+            retired_messages=Counter(
+                "pantau_ingest_retired_messages",
+                "Messages taken from the queues of retired MQTT sessions",
+                registry=registry,
+            ),
+            retiring_sessions=Gauge(
+                "pantau_ingest_retiring_sessions",
+                "Retired MQTT sessions this pipeline is still to drain and end",
+                registry=registry,
+            ),
         )
 
 

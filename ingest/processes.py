@@ -16,6 +16,13 @@ child replays. On shutdown the parent sends each child SIGTERM; children drain e
 in-process worker does, against `service.shutdown_timeout_seconds`, and are killed past it.
 A child whose parent is gone (the pipe to it closes) drains and exits too.
 
+Changing N (or `mqtt.client_id`) and restarting loses nothing (ingest/layout.py): before the
+children start, the parent moves the segments of every spool the new layout does not use into a
+surviving spool (replayed there like any spool after a database outage) and records the layout in
+`<spool_dir>/layout.json`; child 0 then drains each retired session into its own pipeline and ends
+it at the broker (ingest/retire.py), once its own subscription is in place. With N = 1 the
+service's pipeline does both.
+
 Metrics: each child reports its registry to the parent over its pipe once a second, with its
 connection and pipeline state; the parent exports the latest report of every child with a
 `process` label (a restarted child's counters start again at 0, which Prometheus' rate() reads as
@@ -45,12 +52,13 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from ingest import layout
 from pantau.settings import Settings
 from pantau.supervisor import Backoff, Worker
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "pantau"
+DEFAULT_GROUP = layout.DEFAULT_GROUP
 REPORT_SECONDS = 1.0
 
 
@@ -95,6 +103,7 @@ class IngestProcesses:
     registry: CollectorRegistry
     schema_ready: Callable[[], bool]
     count: int
+    adopted: Counter
     children: list[_Child] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -144,16 +153,9 @@ class IngestProcesses:
         return Worker("ingest", self.run, needs_database=False)  # the children spool meanwhile
 
     async def run(self, stop: asyncio.Event) -> None:
-        leftover = sorted(self.settings.ingest.spool_dir.glob("*.spool"))
-        if leftover:
-            log.warning(
-                "%d spool segments in %s itself are not read with ingest.processes = %d (each "
-                "process reads %s/<i>): run once with ingest.processes = 1 to replay them",
-                len(leftover),
-                self.settings.ingest.spool_dir,
-                self.count,
-                self.settings.ingest.spool_dir,
-            )
+        from ingest.service import adopt
+
+        await adopt(self.settings, self.adopted)  # before any child opens its spool
         async with asyncio.TaskGroup() as group:
             for child in self.children:
                 group.create_task(self._keep(child, stop), name=f"ingest-process-{child.index}")
@@ -296,12 +298,15 @@ def child_main(settings: Settings, index: int, conn: Connection, schema: Process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent decides
     logs.configure(settings.log.level, settings.log.format)
     try:
-        asyncio.run(_child(child_settings(settings, index), index, conn, schema))
+        asyncio.run(_child(child_settings(settings, index), index, conn, schema, settings))
     finally:
         conn.close()
 
 
-async def _child(settings: Settings, index: int, conn: Connection, schema: ProcessEvent) -> None:
+async def _child(
+    settings: Settings, index: int, conn: Connection, schema: ProcessEvent, base: Settings
+) -> None:
+    from ingest import retire
     from ingest.metrics import IngestMetrics
     from ingest.service import build, drive
 
@@ -311,6 +316,10 @@ async def _child(settings: Settings, index: int, conn: Connection, schema: Proce
     registry = CollectorRegistry()
     metrics = IngestMetrics.create(registry)
     pipeline, subscriber = build(settings, metrics, schema.is_set)
+    drains: list[retire.Drain] = []
+    if index == 0:  # process 0 drains the retired sessions: one writer of the layout record
+        record = layout.Record(base.ingest.spool_dir)
+        drains = retire.drains(record, base.mqtt, pipeline, subscriber, metrics)
     log.info(
         "ingest process %d (pid %d): client id %s, spool %s",
         index,
@@ -343,7 +352,7 @@ async def _child(settings: Settings, index: int, conn: Connection, schema: Proce
     try:
         # Inside the parent's wait for us (and the supervisor's deadline around it).
         deadline = settings.service.shutdown_timeout_seconds * 0.85
-        await drive(pipeline, subscriber, deadline, stop)
+        await drive(pipeline, subscriber, deadline, stop, drains)
     finally:
         done.set()
         with contextlib.suppress(OSError, ValueError):

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from ingest import quarantine
+from prometheus_client import Counter
+
+from ingest import layout, quarantine, retire
 from ingest.batch import Processor
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline
@@ -27,6 +31,9 @@ from ingest.writer import Writer
 from pantau.context import ServiceContext
 from pantau.settings import Settings
 from pantau.supervisor import Worker
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +46,11 @@ class IngestService:
         self._subscriber: Subscriber | None = None
         self._pipeline: Pipeline | None = None
         self._processes: IngestProcesses | None = None
+        self._adopted = adoption_counter(ctx.registry)
         count = ctx.settings.ingest.processes
         if count > 1:  # the pipelines run in processes of their own, which report their metrics
             self._processes = IngestProcesses(
-                ctx.settings, ctx.registry, ctx.database.schema_ready, count
+                ctx.settings, ctx.registry, ctx.database.schema_ready, count, self._adopted
             )
             ctx.readiness.add("broker", self._processes.check_broker)
             ctx.readiness.add("ingest", self._processes.check_pipeline)
@@ -94,9 +102,29 @@ class IngestService:
         return build(self._settings, self._metrics, self._database.schema_ready)
 
     async def run(self, stop: asyncio.Event) -> None:
+        await adopt(self._settings, self._adopted)
         pipeline, subscriber = self.build()
         self._pipeline, self._subscriber = pipeline, subscriber
-        await drive(pipeline, subscriber, self._settings.service.shutdown_timeout_seconds, stop)
+        record = layout.Record(self._settings.ingest.spool_dir)
+        drains = retire.drains(record, self._settings.mqtt, pipeline, subscriber, self._metrics)
+        deadline = self._settings.service.shutdown_timeout_seconds
+        await drive(pipeline, subscriber, deadline, stop, drains)
+
+
+def adoption_counter(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "pantau_ingest_spool_adopted_bytes",
+        "Bytes of spool segments an earlier ingest.processes layout left, moved at start into "
+        "a spool of this layout to be replayed (ingest/layout.py)",
+        registry=registry,
+    )
+
+
+async def adopt(settings: Settings, adopted: Counter) -> None:
+    """Before any pipeline opens its spool: take over the spools of an earlier layout and
+    record this one (ingest/layout.py)."""
+    prepared = await asyncio.to_thread(layout.prepare, settings)
+    adopted.inc(prepared.adopted_bytes)
 
 
 def build(
@@ -104,6 +132,21 @@ def build(
 ) -> tuple[Pipeline, Subscriber]:
     """One ingest pipeline and its subscriber (in the service's process, or in an ingest
     process of its own: see ingest/processes.py)."""
+    pipeline, processor = build_pipeline(s, metrics, schema_ready)
+    subscriber = Subscriber(
+        s.mqtt,
+        processor.router.filters(s.mqtt.shared_group),
+        pipeline.on_message,
+        metrics,
+    )
+    pipeline.ack = subscriber.ack
+    return pipeline, subscriber
+
+
+def build_pipeline(
+    s: Settings, metrics: IngestMetrics, schema_ready: Callable[[], bool]
+) -> tuple[Pipeline, Processor]:
+    """The pipeline alone (no acknowledgements until `ack` is set), on `s.ingest.spool_dir`."""
     processor = Processor.from_settings(
         s.ingest.mappings,
         s.ingest.max_future_seconds,
@@ -118,24 +161,26 @@ def build(
         metrics,
         max_pending=2 * s.mqtt.receive_maximum,
     )
-    subscriber = Subscriber(
-        s.mqtt,
-        processor.router.filters(s.mqtt.shared_group),
-        pipeline.on_message,
-        metrics,
-    )
-    pipeline.ack = subscriber.ack
-    return pipeline, subscriber
+    return pipeline, processor
 
 
 async def drive(
-    pipeline: Pipeline, subscriber: Subscriber, deadline: float, stop: asyncio.Event
+    pipeline: Pipeline,
+    subscriber: Subscriber,
+    deadline: float,
+    stop: asyncio.Event,
+    drains: Sequence[retire.Drain] = (),
 ) -> None:
     """Run the pipeline's writer and the subscriber's network thread until `stop` is set (or one
-    of them fails), then drain within `deadline` seconds."""
+    of them fails), then drain within `deadline` seconds. `drains` (retired sessions feeding the
+    same pipeline) run beside them and end with the network thread."""
     network_stop = threading.Event()
     writing = _daemon(pipeline.run, "ingest-writer")
     receiving = _daemon(lambda: subscriber.run(network_stop), "ingest-mqtt")
+    retiring = [
+        _daemon(functools.partial(d.run, network_stop, subscriber.subscribed), f"ingest-retire-{i}")
+        for i, d in enumerate(drains)
+    ]
     stopping: asyncio.Future[None] = asyncio.ensure_future(_wait(stop))
     # Inside the supervisor's deadline, so that the network thread still stops cleanly.
     drain = max(deadline - 1.0, deadline * 0.7)
@@ -158,9 +203,11 @@ async def drive(
                     drain,
                 )
             network_stop.set()
-        await asyncio.wait({receiving}, timeout=max(1.0, deadline - drain))
+        await asyncio.wait({receiving, *retiring}, timeout=max(1.0, deadline - drain))
         if not receiving.done():
             log.error("MQTT network thread did not stop; leaving it")
+        if not all(task.done() for task in retiring):
+            log.error("a retired session's drain did not stop; leaving it")
     for task in (writing, receiving):
         if task.done():
             task.result()  # a thread's exception fails the worker: the supervisor restarts it

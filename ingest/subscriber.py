@@ -12,11 +12,12 @@ what was not acknowledged (and may reuse packet ids), so a late PUBACK must neve
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import cast
 
@@ -78,7 +79,11 @@ class Subscriber:
         self._deliver = on_message
         self._metrics = metrics
         self._lock = threading.Lock()
+        # Generations are drawn from a counter shared with this pipeline's drains of retired
+        # sessions (ingest/retire.py): an acknowledgement names its connection whoever sends it.
+        self.generations: Iterator[int] = itertools.count(1)
         self._generation = 0
+        self.subscribed = threading.Event()  # the broker acknowledged our subscription
         self._connected = False
         self.reason = "not connected yet"
         self._refusal: str | None = None  # why the broker said no, kept over later noise
@@ -172,6 +177,7 @@ class Subscriber:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _connect(self) -> None:
@@ -200,7 +206,7 @@ class Subscriber:
             client.disconnect()
             return
         with self._lock:
-            self._generation += 1
+            self._generation = next(self.generations)
             self._connected = True
         self.reason = "connected"
         self._metrics.mqtt_connected.set(1)
@@ -216,6 +222,17 @@ class Subscriber:
             "resumed" if flags.session_present else "new",
             ", ".join(self._filters),
         )
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if any(not r.is_failure for r in reasons):
+            self.subscribed.set()
 
     def _on_disconnect(
         self,
@@ -246,7 +263,9 @@ class Subscriber:
     def _set_down(self, reason: str) -> None:
         with self._lock:
             if self._connected:
-                self._generation += 1  # acks of this connection's messages are void now
+                self._generation = next(
+                    self.generations
+                )  # acks of this connection's messages are void now
             self._connected = False
         self.reason = reason
         self._metrics.mqtt_connected.set(0)

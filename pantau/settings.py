@@ -150,8 +150,9 @@ class IngestSettings(_Section):
         le=64,
         description="ingest processes, each with its own MQTT session (`<mqtt.client_id>-<i>`) on "
         "one shared subscription (`$share/<mqtt.shared_group or pantau>/...`), its own writer and "
-        "spool (`<spool_dir>/<i>`); 1 ingests in the service's own process, as before (default: "
-        "the machine's cores, at most 8)",
+        "spool (`<spool_dir>/<i>`); 1 ingests in the service's own process, as before. A change "
+        "takes a restart: the next start replays the old layout's spools and drains and ends its "
+        "sessions (default: the machine's cores, at most 8)",
     )
     batch_size: int = Field(5000, ge=1, description="readings per database write, at most")
     batch_max_wait_seconds: float = Field(

@@ -164,7 +164,7 @@ def test_retiring_an_instance_as_the_guide_says_stops_its_share(mosquitto: Mosqu
 
         # The guide's command, with this broker's address and the retired member's id.
         guide = (Path(__file__).parents[2] / "docs" / "deploy.md").read_text()
-        assert "-i pantau-3 -x 0 -t 'pantau/retired' -E" in guide
+        assert "-i \"$id\" -x 0 -t 'pantau/retired' -E" in guide
         cmd = ["mosquitto_sub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", str(mosquitto.port)]
         cmd += ["-i", retired_id, "-x", "0", "-t", "pantau/retired", "-E"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
