@@ -19,6 +19,7 @@ LONGEST_FIRST = (
     "tests/ingest/test_faults.py",  # 88
     "tests/scale/test_instances.py",  # 63
     "tests/streams/test_probe.py",  # 46
+    "tests/ingest/test_retire.py",  # 39 (alone, 2026-12-08)
     "tests/ingest/test_quarantine_bounds.py",  # 35
     "tests/ingest/test_processes.py",  # 35
 )
