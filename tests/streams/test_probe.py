@@ -363,8 +363,8 @@ def test_reading_in_bursts_keeps_fps_bitrate_and_the_stall_watch(
         # the next report, wholly after the resume: fps from timestamps again
         paced.wait_for_report("stalls", paced.count("stalls"), lambda r, _: r.online)
         assert paced.online("stalls")[-1][0].fps == pytest.approx(25, rel=0.05)
-        # stop is looked at after every pace (an unpaced probe's at its next keyframe)
-        assert paced.close() < 1.5
+        # stop ends a pace's sleep at once (the margin: closing the connection on a busy machine)
+        assert paced.close() < 2.5
     finally:
         for cameras in both:
             cameras.close()
