@@ -145,8 +145,10 @@ def database_worker(
 ) -> Worker:
     """Reaches the database (again and again while it is down, with backoff), applies pending
     migrations the first time it is reached, then marks the schema ready; keeps checking it."""
-    up = metrics.database_up(registry)
-    schema = metrics.database_schema_ready(registry)
+    # Read from the state at each scrape: /metrics never disagrees with /readyz, not even in the
+    # moment between the schema made ready and this loop's next turn.
+    metrics.database_up(registry).set_function(lambda: 1 if state.up else 0)
+    metrics.database_schema_ready(registry).set_function(lambda: 1 if state.schema_ready() else 0)
     backoff = Backoff(0.5, settings.database.retry_max_seconds)
 
     async def run(stop: asyncio.Event) -> None:
@@ -169,8 +171,6 @@ def database_worker(
                 state.mark_up()
                 if not was_up:
                     log.info("database %s reachable again", settings.database.redacted_url())
-            up.set(1 if state.up else 0)
-            schema.set(1 if state.schema_ready() else 0)
             failures = 0 if state.usable else failures + 1
             delay = backoff.delay(failures - 1) if failures else backoff.maximum
             try:
