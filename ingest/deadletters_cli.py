@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,10 +22,11 @@ def dead_letters(
         bool, typer.Option("--replay", help="write the batches again; remove what commits")
     ] = False,
 ) -> None:
-    """Spool records set aside in <spool_dir>/dead: refused on replay, or corrupt."""
+    """Spool records set aside in <spool_dir>/dead (and <spool_dir>/<i>/dead, ingest process
+    i's): refused on replay, or corrupt."""
     settings = cliapp.settings()
-    letters = DeadLetters(settings.ingest.spool_dir / "dead")
-    entries = letters.entries()
+    folders = [DeadLetters(d) for d in directories(settings.ingest.spool_dir)]
+    entries = [e for letters in folders for e in letters.entries()]
     if show is not None:
         found = [e for e in entries if e.name == show or e.path.name == show]
         if not found:
@@ -39,16 +41,19 @@ def dead_letters(
             if settings.ingest.unregistered_devices == "quarantine":
                 writer.connect()
                 registry = writer.registered_devices()
-            report = replay(letters, writer, registry=registry)
+            reports = [replay(letters, writer, registry=registry) for letters in folders]
         except DatabaseDown as exc:
             raise DatabaseUnavailable(f"database down: {exc}") from None
         finally:
             writer.close()
-        typer.echo(f"replayed {len(report.replayed)} ({report.readings} new readings)")
-        for name, error in report.failed.items():
-            typer.echo(f"still refused: {name}: {error}")
-        if report.corrupt:
-            typer.echo(f"corrupt, kept for inspection: {', '.join(report.corrupt)}")
+        replayed = sum(len(r.replayed) for r in reports)
+        typer.echo(f"replayed {replayed} ({sum(r.readings for r in reports)} new readings)")
+        for report in reports:
+            for name, error in report.failed.items():
+                typer.echo(f"still refused: {name}: {error}")
+        corrupt = [name for r in reports for name in r.corrupt]
+        if corrupt:
+            typer.echo(f"corrupt, kept for inspection: {', '.join(corrupt)}")
         return
     for e in entries:
         when = e.set_aside_at.astimezone(WIB).strftime("%Y-%m-%d %H:%M:%S")
@@ -61,7 +66,19 @@ def dead_letters(
         typer.echo(f"{e.name}  {when} WIB  {e.kind}  {what}{devices if e.devices else ''}")
         typer.echo(f"    {e.error}")
     size = sum(len(e.raw) for e in entries)
-    typer.echo(f"{len(entries)} dead letters ({size} bytes) in {letters.directory}")
+    where = ", ".join(str(letters.directory) for letters in folders)
+    typer.echo(f"{len(entries)} dead letters ({size} bytes) in {where}")
+
+
+def directories(spool_dir: Path) -> list[Path]:
+    """<spool_dir>/dead, then each ingest process's <spool_dir>/<i>/dead that exists (with
+    ingest.processes > 1 each process sets aside into its own spool's)."""
+    numbered = sorted(
+        (int(d.name), d / "dead")
+        for d in (spool_dir.iterdir() if spool_dir.is_dir() else [])
+        if d.name.isdigit() and (d / "dead").is_dir()
+    )
+    return [spool_dir / "dead", *(dead for _, dead in numbered)]
 
 
 def _show(letter: DeadLetter) -> None:

@@ -69,3 +69,41 @@ def test_replay_trims_the_quarantine_to_ingest_quarantine_max_bytes(
         (size,) = conn.execute("SELECT sum(octet_length(payload)) FROM quarantine").fetchone()
     assert size <= 1 << 20
     assert kept == [("nowhere/2",), ("nowhere/3",)]  # the oldest went first
+
+
+def test_every_ingest_process_dead_letters_are_listed_and_replayed(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """With ingest.processes > 1, process i sets aside into <spool_dir>/<i>/dead: the command
+    lists and replays those too, not only <spool_dir>/dead."""
+    spool_dir = tmp_path / "spool"
+    dead_letter_of_quarantined_payloads(spool_dir, 1)
+    dead_letter_of_quarantined_payloads(spool_dir / "1", 2)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PANTAU_DATABASE__URL": migrated_db,
+        "PANTAU_INGEST__SPOOL_DIR": str(spool_dir),
+    }
+
+    def dead_letters(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "pantau", "quarantine", "dead-letters", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = dead_letters()
+    assert "2 dead letters" in listed, listed
+    assert str(spool_dir / "dead") in listed
+    assert str(spool_dir / "1" / "dead") in listed
+    assert "replayed 2 (0 new readings)" in dead_letters("--replay")
+    assert "0 dead letters" in dead_letters()
+    with psycopg.connect(migrated_db) as conn:
+        topics = conn.execute("SELECT topic FROM quarantine ORDER BY topic").fetchall()
+    # the two letters' nowhere/0 are one payload at one time: stored once
+    assert topics == [("nowhere/0",), ("nowhere/1",)]
