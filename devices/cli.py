@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -492,12 +494,18 @@ def watch(
     settings = _settings()
 
     async def go() -> None:
+        # Ctrl-C (or SIGTERM) sets `stop`, looked at between two reads: a cancellation landing
+        # inside a query was sometimes taken in by the driver, and the watch went on.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         async with await db.connect(settings.database, autocommit=True) as conn:
             await registry.get_device(conn, device_id)
             typer.echo(f"watching {device_id} (Ctrl-C to stop) ...")
             since = datetime.now(UTC)
             deadline = None if seconds is None else time.monotonic() + seconds
-            while deadline is None or time.monotonic() < deadline:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 cur = await conn.execute(
                     "SELECT time, metric, value FROM readings WHERE device_id = %s AND time > %s"
                     " ORDER BY time, metric",
@@ -508,7 +516,8 @@ def watch(
                         f"{when.astimezone(WIB):%Y-%m-%d %H:%M:%S} WIB  {metric} = {value:g}"
                     )
                     since = max(since, when)
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
 
     try:
         asyncio.run(go())

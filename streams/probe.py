@@ -590,6 +590,7 @@ class _Probe:
         # has not seen it).
         watched = True
         keyframe_gap, last_keyframe = 0.0, time.monotonic()
+        last_key_pts: int | None = None  # the gap by timestamps: reading in bursts blurs arrivals
         wanted, offset = slots, 0.0
         interval = self.interval
         boundary = interval.started_mono + period
@@ -645,7 +646,15 @@ class _Probe:
                         )
                 if packet.is_keyframe:
                     keyframes += 1
-                    keyframe_gap, last_keyframe = now - last_keyframe, now
+                    if (
+                        pts is not None
+                        and last_key_pts is not None
+                        and 0 < pts - last_key_pts <= gap
+                    ):
+                        keyframe_gap = (pts - last_key_pts) * seconds_per_tick
+                    else:
+                        keyframe_gap = now - last_keyframe
+                    last_keyframe, last_key_pts = now, pts
                     if now >= next_sample and len(interval.samples) < wanted:
                         self._sample(codec, packet, interval)
                         next_sample = interval.started_mono + offset + step * len(interval.samples)
