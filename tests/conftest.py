@@ -3,6 +3,14 @@
 import os
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis in `make test` (and CI): the same examples at every run (a fixed seed per test), so a
+# red run is the change's, not a new draw's; no per-example deadline, since two workers share two
+# cores and a slow example is no failure. PANTAU_HYPOTHESIS=explore draws new examples each run.
+settings.register_profile("repeatable", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("PANTAU_HYPOTHESIS", "repeatable"))
 
 pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.rtsp"]
 
