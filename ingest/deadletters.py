@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ import orjson
 
 from ingest.batch import Batch
 from ingest.decoders import UNREGISTERED
+from ingest.durable import replace_file
 from ingest.writer import WriteFailed, Writer
 
 log = logging.getLogger(__name__)
@@ -109,24 +109,7 @@ class DeadLetters:
         }
         data = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
         path = self.directory / f"{name}.json"
-        tmp = path.with_suffix(".tmp")
-        fh = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fh, view) :]
-            os.fsync(fh)
-        except OSError:
-            os.close(fh)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fh)
-        os.replace(tmp, path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(path, data)
         self._size = self._scan()
         log.error(
             "spool %s byte %d set aside as dead letter %s: %s", segment, offset, path.name, error

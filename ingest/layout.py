@@ -31,6 +31,7 @@ from pathlib import Path
 
 import orjson
 
+from ingest.durable import fsync_dir, replace_file
 from pantau.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,18 +102,7 @@ class Record:
     def write(self, doc: dict[str, dict[str, list[str]]]) -> None:
         """Durably replace the record (temp file, fsync, rename, fsync the directory)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        data = orjson.dumps({"version": 1, **doc}, option=orjson.OPT_INDENT_2)
-        fh = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fh, view) :]
-            os.fsync(fh)
-        finally:
-            os.close(fh)
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        replace_file(self.path, orjson.dumps({"version": 1, **doc}, option=orjson.OPT_INDENT_2))
 
     def done(self, client_id: str) -> None:
         """The retired session `client_id` is drained and ended: forget it."""
@@ -218,8 +208,8 @@ def _adopt(source: Path, target: Path, dead: Path) -> tuple[int, int]:
                 moved = target / f"{number:012d}.spool"
             size += segment.stat().st_size
             os.rename(segment, moved)
-            _fsync_dir(target)
-            _fsync_dir(source)
+            fsync_dir(target)
+            fsync_dir(source)
     if source != dead.parent:
         letters = sorted((source / "dead").glob("*.json"))
         if letters:
@@ -230,7 +220,7 @@ def _adopt(source: Path, target: Path, dead: Path) -> tuple[int, int]:
                     letter.unlink()
                 else:
                     os.rename(letter, kept)
-                _fsync_dir(dead)
+                fsync_dir(dead)
             log.warning("moved %d dead letters from %s to %s", len(letters), source, dead)
     if source.name.isdigit():
         for directory in (source / "dead", source):
@@ -247,11 +237,3 @@ def _adopt(source: Path, target: Path, dead: Path) -> tuple[int, int]:
 def _last_number(directory: Path) -> int:
     numbers = [int(p.stem) for p in directory.glob("*.spool") if p.stem.isdigit()]
     return max(numbers, default=0)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

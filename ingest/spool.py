@@ -31,6 +31,7 @@ import orjson
 
 from ingest.batch import Batch, Message, Quarantined, StatusReport
 from ingest.deadletters import DeadLetters
+from ingest.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class Spool:
         path = self.directory / f"{number:012d}.spool"
         fh = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            _fsync_dir(self.directory)  # the new file's name is durable too
+            fsync_dir(self.directory)  # the new file's name is durable too
         except OSError:
             os.close(fh)
             path.unlink(missing_ok=True)
@@ -245,14 +246,6 @@ def _write_all(fh: int, data: bytes) -> None:
         if written <= 0:
             raise OSError(errno.ENOSPC, "no byte written")
         view = view[written:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _valid_at(data: bytes, pos: int) -> int | None:
